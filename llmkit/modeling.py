@@ -1,0 +1,100 @@
+"""Build the model a stage trains or runs: from a pretrained folder, or from scratch from `model.config`."""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from llmkit.config import Config, resolve_path
+from llmkit.errors import LlmkitError
+
+HEADS = {
+    "masked_lm": "AutoModelForMaskedLM",
+    "sequence_classification": "AutoModelForSequenceClassification",
+}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+
+
+def has_model(folder: str | os.PathLike) -> bool:
+    folder = Path(folder)
+    return (folder / "config.json").exists() and any((folder / f).exists() for f in WEIGHT_FILES)
+
+
+def build_model(cfg: Config, tokenizer, head: str, source: str | None = None, key: str = "model.name_or_path",
+                **config_overrides):
+    """`head` model from `source` (default model.name_or_path) or, without one, from model.config."""
+    import transformers
+
+    auto = getattr(transformers, HEADS[head])
+    source = source or cfg.model.name_or_path
+    if cfg.model.trust_remote_code:
+        print("WARNING: model.trust_remote_code is on: code shipped with the model will run on this machine")
+    if source is not None:
+        path = resolve_path(source)
+        if os.path.isdir(path) and not has_model(path):
+            raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
+        if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith(".") or os.environ.get("HF_HUB_OFFLINE") == "1"):
+            raise LlmkitError(f"{key}: model folder not found: {path}")
+        try:
+            model = auto.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
+        except (OSError, ValueError, KeyError) as e:
+            raise LlmkitError(f"{key}: cannot load a {head} model from {source}: {e}") from None
+    else:
+        model = auto.from_config(_new_config(cfg, tokenizer, config_overrides))
+    _check_fits(cfg, model.config, tokenizer)
+    return model
+
+
+def _new_config(cfg: Config, tokenizer, overrides: dict):
+    from transformers import AutoConfig
+
+    attrs = dict(cfg.model.config)
+    model_type = attrs.pop("model_type")
+    try:
+        default = AutoConfig.for_model(model_type)
+    except ValueError:
+        raise LlmkitError(f"model.config.model_type: unknown model type {model_type!r}") from None
+    known = set(default.to_dict())
+    for name in attrs:
+        if name not in known:
+            hint = difflib.get_close_matches(name, sorted(known), n=1)
+            raise LlmkitError(f"model.config.{name}: not an attribute of {model_type} configs"
+                              + (f" (did you mean {hint[0]}?)" if hint else ""))
+    specials = {f"{name}_token_id": getattr(tokenizer, f"{name}_token_id")
+                for name in ("pad", "bos", "eos", "sep", "cls", "mask")
+                if getattr(tokenizer, f"{name}_token_id", None) is not None and f"{name}_token_id" in known}
+    return AutoConfig.for_model(model_type, **{**attrs, "vocab_size": len(tokenizer), **specials, **overrides})
+
+
+def _check_fits(cfg: Config, config, tokenizer) -> None:
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and getattr(config, "pad_token_id", None) is not None and config.model_type in (
+            "roberta", "xlm-roberta", "camembert"):
+        positions -= config.pad_token_id + 1  # RoBERTa-style position ids start after the padding index
+    if positions is not None and cfg.data.max_seq_length > positions:
+        raise LlmkitError(f"data.max_seq_length: {cfg.data.max_seq_length} is more than the model's "
+                          f"{positions} positions (max_position_embeddings)")
+    if getattr(config, "vocab_size", len(tokenizer)) < len(tokenizer):
+        raise LlmkitError(f"tokenizer: {len(tokenizer)} tokens do not fit the model's vocab_size {config.vocab_size}")
+
+
+def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_remote_code: bool = False):
+    """A trained model *with* the `head` it is asked for; never a fresh, untrained head on top."""
+    import transformers
+    from transformers import AutoConfig
+
+    path = resolve_path(source)
+    if os.path.isdir(path) and not has_model(path):
+        raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise LlmkitError(f"{key}: cannot load a model config from {source}: {e}") from None
+    suffix = {"masked_lm": "ForMaskedLM", "sequence_classification": "ForSequenceClassification"}[head]
+    architectures = config.architectures or []
+    if not any(a.endswith(suffix) for a in architectures):
+        raise LlmkitError(f"{key}: the model in {path} ({', '.join(architectures) or 'no head'}) has no "
+                          f"{head.replace('_', '-')} head; train one first (llmkit "
+                          f"{'finetune' if head == 'sequence_classification' else 'pretrain'})")
+    return getattr(transformers, HEADS[head]).from_pretrained(path, trust_remote_code=trust_remote_code)

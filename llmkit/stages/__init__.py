@@ -1,0 +1,1 @@
+"""One module per CLI command; each exposes `run(cfg, ...)`. `common` holds what the training stages share."""

@@ -1,0 +1,49 @@
+"""`llmkit evaluate CONFIG [--split validation|test]`: score the trained model, write *_results.json.
+
+    llmkit evaluate configs/tiny/finetune.yaml
+    llmkit evaluate configs/tiny/finetune.yaml --split test
+
+Uses the model in output_dir when one is there, else model.name_or_path, and only the file it scores.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llmkit.config import Config
+from llmkit.data.labeled import read_split, tokenize
+from llmkit.data.tokenizer import load_tokenizer
+from llmkit.evaluation import evaluate
+from llmkit.modeling import load_trained
+from llmkit.objectives import MaskedLM, SequenceClassification
+from llmkit.stages.common import make_accelerator, trained_model_source, write_results
+
+
+def run(cfg: Config, split: str) -> dict:
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(cfg)
+    source = trained_model_source(cfg)
+    tokenizer = load_tokenizer(source, "model.name_or_path")
+    set_seed(cfg.seed)
+    if cfg.kind == "pretrain":
+        from llmkit.data.corpus import evaluation_blocks
+
+        model = load_trained(source, "masked_lm")
+        objective = MaskedLM(tokenizer, cfg.pretrain, cfg.seed)
+        with accelerator.main_process_first():
+            data = evaluation_blocks(cfg, split, tokenizer)
+    else:
+        model = load_trained(source, "sequence_classification")
+        id2label = {int(i): str(name) for i, name in model.config.id2label.items()}
+        objective = SequenceClassification(tokenizer, id2label)
+        rows, path, key = read_split(cfg, split)
+        data = tokenize(cfg, rows, tokenizer, {name: i for i, name in id2label.items()}, path, key)
+    model = accelerator.prepare(model)
+    results = {"split": split, **evaluate(accelerator, model, objective, data, cfg.train.per_device_eval_batch_size)}
+    if accelerator.is_main_process:
+        name = "eval_results.json" if split == "validation" else f"{split}_results.json"
+        write_results(Path(cfg.output_dir) / name, results)
+        print(json.dumps(results, indent=2))
+    return results

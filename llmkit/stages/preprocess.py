@@ -1,0 +1,17 @@
+"""`llmkit preprocess CONFIG`: build (or find in the cache) the packed pretraining corpus.
+
+    llmkit preprocess configs/tiny/pretrain.yaml
+"""
+
+from __future__ import annotations
+
+import json
+
+from llmkit.config import Config
+from llmkit.data.corpus import prepare_corpus
+
+
+def run(cfg: Config) -> dict:
+    corpus = prepare_corpus(cfg)
+    print(json.dumps({"cache": str(corpus.folder), **corpus.info}, indent=2))
+    return corpus.info

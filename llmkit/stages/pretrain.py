@@ -1,0 +1,28 @@
+"""`llmkit pretrain CONFIG [key=value ...]`: self-supervised pretraining (masked LM).
+
+    llmkit pretrain configs/tiny/pretrain.yaml output_dir=runs/tiny-mlm train.max_steps=50
+    torchrun --nproc_per_node 2 -m llmkit pretrain configs/tiny/pretrain.yaml
+"""
+
+from __future__ import annotations
+
+from llmkit.config import Config
+from llmkit.data.corpus import first_rows, prepare_corpus
+from llmkit.modeling import build_model
+from llmkit.objectives import MaskedLM
+from llmkit.stages.common import make_accelerator, prepare_output_dir, run_training
+
+
+def run(cfg: Config, config_path: str) -> dict:
+    from accelerate.utils import set_seed
+
+    accelerator = make_accelerator(cfg)
+    out = prepare_output_dir(cfg, accelerator)
+    with accelerator.main_process_first():  # the main process tokenizes; the others read its cache
+        corpus = prepare_corpus(cfg)
+    set_seed(cfg.seed)
+    model = build_model(cfg, corpus.tokenizer, "masked_lm")
+    objective = MaskedLM(corpus.tokenizer, cfg.pretrain, cfg.seed)
+    validation = first_rows(corpus.validation, cfg.data.max_eval_samples) if corpus.validation is not None else None
+    return run_training(cfg, config_path, "pretrain", accelerator, model, objective, corpus.train, validation,
+                        corpus.tokenizer, out)
