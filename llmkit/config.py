@@ -12,15 +12,23 @@ import difflib
 import importlib.util
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from llmkit.errors import LlmkitError
 
 PRETRAIN_STAGES = ("preprocess", "pretrain")
 FINETUNE_STAGES = ("finetune",)
+
+
+def _no(value):
+    """YAML 1.1 reads a bare `no` as false; in these settings it means the choice "no"."""
+    return "no" if value is False else value
+
+
+Strategy = Annotated[Literal["no", "steps", "epoch"], BeforeValidator(_no)]
 
 
 class Section(BaseModel):
@@ -192,19 +200,19 @@ class TrainSection(Section):
     max_grad_norm: float = Field(1.0, ge=0)
     """Clip the global gradient norm to this; 0 turns clipping off."""
 
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Annotated[Literal["no", "fp16", "bf16"], BeforeValidator(_no)] = "no"
     """Accelerate's mixed precision: `bf16` runs autocast on CPUs with bf16 support and recent GPUs."""
 
     logging_steps: int = Field(10, ge=1)
     """Log training loss, learning rate and throughput every N optimizer steps."""
 
-    eval_strategy: Literal["no", "steps", "epoch"] = "epoch"
+    eval_strategy: Strategy = "epoch"
     """When to evaluate on the validation data during training; a final evaluation always runs."""
 
     eval_steps: int = Field(500, ge=1)
     """Evaluate every N optimizer steps when eval_strategy is `steps`."""
 
-    save_strategy: Literal["no", "steps", "epoch"] = "steps"
+    save_strategy: Strategy = "steps"
     """When to write `checkpoint-N/` folders; the final model is always saved at output_dir."""
 
     save_steps: int = Field(500, ge=1)

@@ -21,6 +21,16 @@ def has_model(folder: str | os.PathLike) -> bool:
     return (folder / "config.json").exists() and any((folder / f).exists() for f in WEIGHT_FILES)
 
 
+def require_model(source: str, key: str = "model.name_or_path") -> str:
+    """The resolved path of a model source, failing early on a local folder without weights."""
+    path = resolve_path(source)
+    if os.path.isdir(path) and not has_model(path):
+        raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
+    if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith(".") or os.environ.get("HF_HUB_OFFLINE") == "1"):
+        raise LlmkitError(f"{key}: model folder not found: {path}")
+    return path
+
+
 def build_model(cfg: Config, tokenizer, head: str, source: str | None = None, key: str = "model.name_or_path",
                 **config_overrides):
     """`head` model from `source` (default model.name_or_path) or, without one, from model.config."""
@@ -31,11 +41,7 @@ def build_model(cfg: Config, tokenizer, head: str, source: str | None = None, ke
     if cfg.model.trust_remote_code:
         print("WARNING: model.trust_remote_code is on: code shipped with the model will run on this machine")
     if source is not None:
-        path = resolve_path(source)
-        if os.path.isdir(path) and not has_model(path):
-            raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
-        if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith(".") or os.environ.get("HF_HUB_OFFLINE") == "1"):
-            raise LlmkitError(f"{key}: model folder not found: {path}")
+        path = require_model(source, key)
         try:
             model = auto.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
         except (OSError, ValueError, KeyError) as e:
@@ -84,9 +90,7 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
     import transformers
     from transformers import AutoConfig
 
-    path = resolve_path(source)
-    if os.path.isdir(path) and not has_model(path):
-        raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
+    path = require_model(source, key)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:

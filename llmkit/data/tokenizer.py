@@ -110,7 +110,7 @@ def _train(section: TokenizerSection, texts: Callable[[], Iterable[str]]):
                                               unk_token=specials["unk_token"], show_progress=False)
             tok.train_from_iterator(texts(), trainer)
             pieces = json.loads(tok.to_str())["model"]["vocab"]
-            ordered = [p for p in pieces if p[0] in special_list] + sorted(p for p in pieces if p[0] not in special_list)
+            ordered = [tuple(p) for p in pieces if p[0] in special_list] + sorted(tuple(p) for p in pieces if p[0] not in special_list)
             tok.model = models.Unigram(ordered, unk_id=special_list.index(specials["unk_token"]), byte_fallback=False)
             tok.decoder = decoders.Metaspace()
         tok.normalizer = normalizer

@@ -11,7 +11,7 @@ from llmkit.config import Config
 from llmkit.data.files import iter_texts
 from llmkit.data.labeled import label_names, read_split, tokenize
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
-from llmkit.modeling import build_model
+from llmkit.modeling import build_model, require_model
 from llmkit.objectives import SequenceClassification
 from llmkit.stages.common import make_accelerator, prepare_output_dir, run_training
 
@@ -19,6 +19,8 @@ from llmkit.stages.common import make_accelerator, prepare_output_dir, run_train
 def run(cfg: Config, config_path: str) -> dict:
     from accelerate.utils import set_seed
 
+    if cfg.model.name_or_path:
+        require_model(cfg.model.name_or_path)
     accelerator = make_accelerator(cfg)
     out = prepare_output_dir(cfg, accelerator)
     with accelerator.main_process_first():  # tokenizer training and tokenization are cached for the others

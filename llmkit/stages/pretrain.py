@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from llmkit.config import Config
 from llmkit.data.corpus import first_rows, prepare_corpus
-from llmkit.modeling import build_model
+from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
 from llmkit.stages.common import make_accelerator, prepare_output_dir, run_training
 
@@ -16,6 +16,8 @@ from llmkit.stages.common import make_accelerator, prepare_output_dir, run_train
 def run(cfg: Config, config_path: str) -> dict:
     from accelerate.utils import set_seed
 
+    if cfg.model.name_or_path:
+        require_model(cfg.model.name_or_path)
     accelerator = make_accelerator(cfg)
     out = prepare_output_dir(cfg, accelerator)
     with accelerator.main_process_first():  # the main process tokenizes; the others read its cache

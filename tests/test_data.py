@@ -1,0 +1,137 @@
+"""Data: deterministic tokenizers, packing that keeps every token, masking rates, batch plans."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import CONFIGS
+from llmkit.config import TokenizerSection, load_config
+from llmkit.data import batching
+from llmkit.data.corpus import prepare_corpus
+from llmkit.data.tokenizer import _train
+from llmkit.objectives import IGNORE_INDEX, MaskedLM
+
+SAMPLE = CONFIGS.parent / "llmkit" / "sample_data" / "corpus.txt"
+
+
+def _lines():
+    return [line for line in SAMPLE.read_text().splitlines() if line.strip()][:600]
+
+
+@pytest.mark.parametrize("algorithm", ["wordpiece", "unigram", "bpe"])
+def test_tokenizer_training_is_repeatable(algorithm):
+    section = TokenizerSection(algorithm=algorithm, vocab_size=400)
+    first, second = (_train(section, _lines) for _ in range(2))
+    assert first.get_vocab() == second.get_vocab()  # same pieces, same ids
+    text = "honestly , the soup seemed not fresh"
+    assert first(text)["input_ids"] == second(text)["input_ids"]
+    assert len(first) <= 400
+
+
+def test_trained_wordpiece_is_bert_like():
+    tok = _train(TokenizerSection(algorithm="wordpiece", vocab_size=400), _lines)
+    ids = tok("The SOUP was bland")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.unk_token_id not in ids  # every character is in the vocabulary
+    assert tok.decode(ids, skip_special_tokens=True) == "the soup was bland"
+
+
+def _corpus(tmp_path, *overrides, text: str | None = None):
+    if text is not None:
+        (tmp_path / "docs.txt").write_text(text)
+        overrides = (f"data.data_dir={tmp_path}", "data.train_file=docs.txt", *overrides)
+    return prepare_corpus(load_config(CONFIGS / "tiny" / "pretrain.yaml", list(overrides)))
+
+
+def test_packing_keeps_every_token_in_order(tmp_path):
+    docs = ["the food was great .", "", "  the room was dirty and the view was lovely .  ",
+            "our waiter was rude ."] * 40
+    corpus = _corpus(tmp_path, "data.validation_split_percentage=0", "data.max_seq_length=16",
+                     text="\n".join(docs) + "\n")
+    tok = corpus.tokenizer
+    expected = []
+    for doc in docs:
+        if doc.strip():
+            expected += tok(doc.strip(), add_special_tokens=False)["input_ids"] + [tok.sep_token_id]
+    blocks = corpus.train["input_ids"]
+    assert all(block[0] == tok.cls_token_id and len(block) <= 16 for block in blocks)
+    assert [t for block in blocks for t in block[1:]] == expected
+    assert corpus.info["train_documents"] == 120 and corpus.info["validation_blocks"] == 0
+
+
+def test_blank_line_documents_and_dedupe(tmp_path):
+    text = "a first paragraph .\nstill the first .\n \nthe second one .\n\n\nthe second one .\n \n"
+    corpus = _corpus(tmp_path, "data.document_boundary=blank_line", "data.validation_split_percentage=0", text=text)
+    assert corpus.info["train_documents"] == 3  # a line of spaces is blank too (as in WikiText)
+    deduped = _corpus(tmp_path, "data.document_boundary=blank_line", "data.dedupe=true",
+                      "data.validation_split_percentage=0", text=text)
+    assert deduped.info["train_documents"] == 2
+
+
+def test_second_preprocess_is_served_from_the_cache(tmp_path):
+    first = _corpus(tmp_path, text="the food was great .\n" * 50)
+    mtime = (first.folder / "info.json").stat().st_mtime_ns
+    again = _corpus(tmp_path, f"output_dir={tmp_path}/elsewhere", text="the food was great .\n" * 50)
+    assert again.folder == first.folder and (again.folder / "info.json").stat().st_mtime_ns == mtime
+    changed = _corpus(tmp_path, text="the food was bad .\n" * 50)
+    assert changed.folder != first.folder  # keyed by content, not by file name
+
+
+def _masker(**kwargs):
+    corpus = prepare_corpus(load_config(CONFIGS / "tiny" / "pretrain.yaml"))
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", [f"pretrain.{k}={v}" for k, v in kwargs.items()])
+    return MaskedLM(corpus.tokenizer, cfg.pretrain, seed=1), corpus
+
+
+def test_masking_rates_follow_the_config():
+    masker, corpus = _masker()
+    ids = list(range(len(corpus.train)))
+    batch = masker.collate(corpus.train[ids], ids, epoch=0)
+    original = batching.pad(corpus.train[ids]["input_ids"], corpus.tokenizer.pad_token_id)
+    special = torch.isin(original, torch.tensor(corpus.tokenizer.all_special_ids))
+    selected = batch["labels"] != IGNORE_INDEX
+    eligible = (~special).sum().item()
+    assert not (selected & special).any()  # [CLS]/[SEP]/[PAD] are never targets
+    assert abs(selected.sum().item() / eligible - 0.15) < 0.01
+    assert torch.equal(batch["labels"][selected], original[selected])
+    masked = batch["input_ids"] == corpus.tokenizer.mask_token_id
+    kept = (batch["input_ids"] == original) & selected
+    assert abs(masked[selected].float().mean().item() - 0.8) < 0.02
+    assert abs(kept.sum().item() / selected.sum().item() - 0.1) < 0.02  # random ones rarely hit the same id
+
+
+def test_masking_depends_on_the_example_not_the_batch():
+    masker, corpus = _masker(mlm_probability=0.3)
+    alone = masker.collate(corpus.train[[5]], [5], epoch=2)
+    together = masker.collate(corpus.train[[9, 5]], [9, 5], epoch=2)
+    n = alone["input_ids"].shape[1]
+    assert torch.equal(alone["input_ids"][0], together["input_ids"][1, :n])
+    other_epoch = masker.collate(corpus.train[[5]], [5], epoch=3)
+    assert not torch.equal(alone["labels"], other_epoch["labels"])  # fresh masks every epoch
+
+
+@pytest.mark.parametrize("n,per_device,processes,accumulation", [(103, 4, 1, 1), (103, 4, 2, 1), (103, 2, 2, 3),
+                                                                  (10, 4, 2, 2)])
+def test_epoch_plan_covers_each_example_at_most_once(n, per_device, processes, accumulation):
+    plans = [batching.epoch_plan(n, 7, 0, per_device, processes, rank, accumulation) for rank in range(processes)]
+    steps = batching.steps_per_epoch(n, per_device, processes, accumulation)
+    assert all(len(plan) == steps for plan in plans)
+    seen = [i for plan in plans for step in plan for micro in step for i in micro]
+    assert len(seen) == len(set(seen)) and n - len(seen) < processes * accumulation
+    assert all(micro for plan in plans for step in plan for micro in step)  # no process ever gets an empty batch
+
+
+def test_the_global_batch_does_not_depend_on_how_it_is_split():
+    one = batching.epoch_plan(64, 3, 1, 8, 1, 0, 1)
+    two = [batching.epoch_plan(64, 3, 1, 4, 2, rank, 1) for rank in range(2)]
+    for step in range(len(one)):
+        assert sorted(one[step][0]) == sorted(two[0][step][0] + two[1][step][0])
+
+
+def test_eval_shards_are_contiguous_and_may_be_empty():
+    shards = [batching.eval_shard(3, 4, rank) for rank in range(4)]
+    assert [i for s in shards for i in s] == [0, 1, 2] and any(len(s) == 0 for s in shards)

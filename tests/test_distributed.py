@@ -1,0 +1,43 @@
+"""Two CPU processes under torchrun are real DDP (gloo): one run, one model, the 1-process losses."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import CONFIGS, REPO, read_jsonl, run_cli
+
+PRETRAIN = CONFIGS / "tiny" / "pretrain.yaml"
+COMMON = ["train.max_steps=6", "train.logging_steps=1", "train.eval_steps=3", "train.save_steps=3",
+          "data.max_eval_samples=1",  # rank 1 gets no validation batch and must not hang
+          "model.config.hidden_dropout_prob=0", "model.config.attention_probs_dropout_prob=0"]
+
+
+def test_torchrun_two_processes_match_one_process(tmp_path):
+    ok = run_cli("preprocess", PRETRAIN)  # both ranks then read the cache
+    assert ok.exit_code == 0, ok.output
+    two = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+         "-m", "llmkit", "pretrain", str(PRETRAIN), f"output_dir={two}", "train.per_device_train_batch_size=16",
+         *COMMON],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    info = json.loads((two / "run_info.json").read_text())
+    assert info["num_processes"] == 2 and "MULTI_CPU" in info["distributed_type"]
+    assert (two / "model.safetensors").exists() and (two / "checkpoint-3").is_dir()
+    assert proc.stdout.count("pretrain done") == 1  # only rank 0 reports
+    two_lines = read_jsonl(two / "metrics.jsonl")
+    assert [line["step"] for line in two_lines if "loss" in line] == [1, 2, 3, 4, 5, 6]  # written once, not per rank
+
+    one = tmp_path / "one"
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={one}", "train.per_device_train_batch_size=32", *COMMON)
+    assert result.exit_code == 0, result.output
+    one_lines = read_jsonl(one / "metrics.jsonl")
+    for a, b in zip((x for x in one_lines if "loss" in x), (x for x in two_lines if "loss" in x)):
+        assert abs(a["loss"] - b["loss"]) <= 1e-3 * a["loss"], (a, b)
+    evals = [(x["eval_loss"], y["eval_loss"]) for x, y in zip(one_lines, two_lines) if "eval_loss" in x]
+    assert evals and all(abs(a - b) <= 1e-3 * a for a, b in evals)

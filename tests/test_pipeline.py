@@ -1,0 +1,161 @@
+"""The five stages end to end through the CLI, on the tiny configs and the built-in sample."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CONFIGS, read_jsonl, run_cli
+
+PRETRAIN = CONFIGS / "tiny" / "pretrain.yaml"
+FINETUNE = CONFIGS / "tiny" / "finetune.yaml"
+NO_DROPOUT = ["model.config.hidden_dropout_prob=0", "model.config.attention_probs_dropout_prob=0"]
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output + (repr(result.exception) if result.exception else "")
+    return result
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """preprocess -> pretrain -> finetune (from the pretrained model), once for this module's tests."""
+    root = tmp_path_factory.mktemp("pipeline")
+    mlm, classifier = root / "mlm", root / "classifier"
+    ok(run_cli("preprocess", PRETRAIN))
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={mlm}", "train.max_steps=60", "train.logging_steps=10",
+               "train.save_steps=20", "train.eval_steps=30"))
+    ok(run_cli("finetune", FINETUNE, f"output_dir={classifier}", f"model.name_or_path={mlm}",
+               "train.num_train_epochs=2"))
+    return root
+
+
+def test_pretraining_loss_falls_and_the_run_is_recorded(pipeline):
+    mlm = pipeline / "mlm"
+    lines = read_jsonl(mlm / "metrics.jsonl")
+    train = [line for line in lines if "loss" in line]
+    evals = [line for line in lines if "eval_loss" in line]
+    assert train[-1]["loss"] < 0.8 * train[0]["loss"]
+    assert [e["step"] for e in evals] == [30, 60] and evals[-1]["eval_perplexity"] < evals[0]["eval_perplexity"] * 1.05
+    assert all(line["tokens_per_s"] > 0 and 0 <= line["learning_rate"] for line in train)
+    info = json.loads((mlm / "run_info.json").read_text())
+    assert info["num_processes"] == 1 and info["versions"]["transformers"]
+    assert (mlm / "config.yaml").exists() and (mlm / "model.safetensors").exists()
+    assert [p.name for p in mlm.glob("checkpoint-*")] == ["checkpoint-40"]  # save_total_limit: 1
+    assert not list(mlm.glob(".tmp-*"))
+
+
+def test_finetuning_learns_the_sample_task(pipeline):
+    results = json.loads((pipeline / "classifier" / "eval_results.json").read_text())
+    assert results["split"] == "validation" and results["accuracy"] > 0.8
+    config = json.loads((pipeline / "classifier" / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+
+
+def test_evaluate_writes_flat_results(pipeline, tmp_path):
+    result = ok(run_cli("evaluate", FINETUNE, f"output_dir={pipeline / 'classifier'}", "--split", "test"))
+    results = json.loads((pipeline / "classifier" / "test_results.json").read_text())
+    assert {"split", "num_examples", "loss", "accuracy", "precision", "recall", "f1", "mcc"} <= set(results)
+    assert results["split"] == "test" and results["num_examples"] == 300 and results["accuracy"] > 0.8
+    assert sum(map(sum, results["confusion_matrix"]["matrix"])) == 300
+    assert json.loads(result.output[result.output.index("{"):])["accuracy"] == results["accuracy"]
+
+    mlm = ok(run_cli("evaluate", PRETRAIN, f"output_dir={pipeline / 'mlm'}"))
+    perplexity = json.loads((pipeline / "mlm" / "eval_results.json").read_text())["perplexity"]
+    assert 1 < perplexity < 200, mlm.output
+
+
+def test_infer_classifies_texts_from_a_file_and_stdin(pipeline, tmp_path):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the food was really delicious , we loved it .\n\nthe staff was rude , never again .\n")
+    output = tmp_path / "preds.jsonl"
+    ok(run_cli("infer", FINETUNE, f"output_dir={pipeline / 'classifier'}", "--input", texts, "--output", output))
+    predictions = read_jsonl(output)
+    assert [p["label"] for p in predictions] == ["positive", "negative"]
+    assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 and p["score"] == max(p["scores"].values())
+               for p in predictions)
+    streamed = ok(run_cli("infer", FINETUNE, f"output_dir={pipeline / 'classifier'}", "--input", "-",
+                          input="the movie was not boring .\n"))
+    assert json.loads(streamed.output.strip().splitlines()[-1])["text"] == "the movie was not boring ."
+
+
+def test_infer_fills_masks_with_the_pretrained_model(pipeline):
+    result = ok(run_cli("infer", PRETRAIN, f"output_dir={pipeline / 'mlm'}", "--input", "-", "--top-k", "3",
+                        input="the food was [MASK] .\n"))
+    prediction = json.loads(result.output.strip().splitlines()[-1])
+    assert len(prediction["predictions"]) == 1 and len(prediction["predictions"][0]) == 3
+
+
+def test_outputs_load_in_plain_transformers_pipelines(pipeline):
+    from transformers import pipeline as hf_pipeline
+
+    classify = hf_pipeline("text-classification", model=str(pipeline / "classifier"))
+    assert classify("the dessert was absolutely wonderful , highly recommended .")[0]["label"] == "positive"
+    fill = hf_pipeline("fill-mask", model=str(pipeline / "mlm"))
+    assert len(fill("the room was [MASK] .")) == 5
+
+
+def test_a_trained_output_dir_is_not_overwritten_by_accident(pipeline):
+    before = (pipeline / "mlm" / "model.safetensors").read_bytes()
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={pipeline / 'mlm'}", "train.max_steps=2")
+    assert result.exit_code == 2 and "train.overwrite_output_dir=true" in result.output
+    assert (pipeline / "mlm" / "model.safetensors").read_bytes() == before
+
+
+def test_infer_refuses_a_model_without_the_asked_head(pipeline):
+    result = run_cli("infer", FINETUNE, f"output_dir={pipeline / 'mlm'}", "--input", "-", input="hello\n")
+    assert result.exit_code == 2 and "has no sequence-classification head" in result.output
+
+
+def test_the_tiny_finetune_config_runs_on_its_own(tmp_path):
+    ok(run_cli("finetune", FINETUNE, f"output_dir={tmp_path}", "train.num_train_epochs=1"))
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["accuracy"] > 0.6  # from scratch, one epoch: clearly above the 0.5 of chance
+
+
+def test_loss_is_the_same_however_the_global_batch_is_accumulated(tmp_path):
+    """32 examples as 1 x 32 or as 4 micro-batches of 8: the same per-step loss (a token-weighted mean)."""
+    losses = []
+    for per_device, accumulation in ((32, 1), (8, 4)):
+        out = tmp_path / f"b{per_device}"
+        ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=4", "train.logging_steps=1",
+                   f"train.per_device_train_batch_size={per_device}",
+                   f"train.gradient_accumulation_steps={accumulation}", "train.eval_strategy=no", *NO_DROPOUT))
+        losses.append([line["loss"] for line in read_jsonl(out / "metrics.jsonl") if "loss" in line])
+    assert len(losses[0]) == 4
+    for a, b in zip(*losses):
+        assert abs(a - b) <= 1e-4 * abs(a)
+
+
+def test_sentence_pairs_with_integer_labels(tmp_path):
+    """Pairs from a .jsonl file, labels 0/1 (do the two reviews agree?): trains, evaluates, infers."""
+    import random
+
+    rows = [line.split("\t") for line in (CONFIGS.parent / "llmkit" / "sample_data" / "sentiment_train.tsv")
+            .read_text().splitlines()[1:]]
+    rng = random.Random(0)
+    with (tmp_path / "pairs.jsonl").open("w") as f:
+        for _ in range(400):
+            (a, la), (b, lb) = rng.sample(rows, 2)
+            f.write(json.dumps({"first": a, "second": b, "same": int(la == lb)}) + "\n")
+    out = tmp_path / "out"
+    ok(run_cli("finetune", FINETUNE, f"output_dir={out}", f"data.data_dir={tmp_path}", "data.train_file=pairs.jsonl",
+               "data.validation_file=pairs.jsonl", "data.test_file=null", "data.text_column=first",
+               "data.text_pair_column=second", "data.label_column=same", "data.max_eval_samples=50",
+               "train.num_train_epochs=1"))
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+    assert json.loads((out / "eval_results.json").read_text())["num_examples"] == 50
+    ok(run_cli("infer", FINETUNE, f"output_dir={out}", "data.text_column=first", "data.text_pair_column=second",
+               "--input", tmp_path / "pairs.jsonl", "--output", tmp_path / "preds.jsonl"))
+    predictions = read_jsonl(tmp_path / "preds.jsonl")
+    assert len(predictions) == 400 and {"text", "text_pair", "label", "score"} <= set(predictions[0])
+    assert {p["label"] for p in predictions} <= {"0", "1"}
+
+
+def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path}", "train.max_steps=3", "train.logging_steps=1",
+               "train.mixed_precision=bf16", "train.eval_strategy=no"))
+    assert json.loads((tmp_path / "run_info.json").read_text())["mixed_precision"] == "bf16"
+    losses = [line["loss"] for line in read_jsonl(tmp_path / "metrics.jsonl") if "loss" in line]
+    assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)
