@@ -64,7 +64,8 @@ class TokenizerSection(Section):
     """Tokenizer to train from scratch: `wordpiece` (BERT), `bpe` (byte-level, GPT-2/RoBERTa) or `unigram`."""
 
     vocab_size: int = Field(8000, ge=50)
-    """Vocabulary size of a tokenizer trained from scratch, special tokens included."""
+    """Largest vocabulary of a tokenizer trained from scratch, special tokens included (a small corpus may
+    yield fewer tokens)."""
 
     min_frequency: int = Field(2, ge=1)
     """A merge must occur at least this often in the corpus to enter the vocabulary."""
@@ -122,8 +123,9 @@ class DataSection(Section):
     """Processes that tokenize in parallel. Default: one per CPU core, at most 8."""
 
     cache_dir: str | None = None
-    """Where preprocessed data and trained tokenizers are cached, keyed by a fingerprint of inputs and
-    settings. Default: $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
+    """Where packed pretraining corpora and trained tokenizers are cached, keyed by a fingerprint of the
+    input files' content and the settings; shared by runs with different output_dirs. Default:
+    $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
 
 
 class PretrainSection(Section):
@@ -171,8 +173,14 @@ class TrainSection(Section):
     """Decoupled weight decay, not applied to biases and LayerNorm weights."""
 
     adam_beta1: float = Field(0.9, ge=0, lt=1)
+    """Adam/AdamW decay rate of the first-moment (mean) estimate."""
+
     adam_beta2: float = Field(0.999, ge=0, lt=1)
+    """Adam/AdamW decay rate of the second-moment (variance) estimate."""
+
     adam_epsilon: float = Field(1e-8, gt=0)
+    """Adam/AdamW term added to the denominator for numerical stability."""
+
     sgd_momentum: float = Field(0.0, ge=0, lt=1)
     """Momentum of the `sgd` optimizer."""
 
@@ -247,10 +255,11 @@ class Config(Section):
     data: DataSection = DataSection()
     train: TrainSection = TrainSection()
     pretrain: PretrainSection | None = None
-    """Present in a pretraining config (preprocess, pretrain)."""
+    """Present in a pretraining config (preprocess, pretrain; evaluate and infer then use the masked LM)."""
 
     finetune: FinetuneSection | None = None
-    """Present in a fine-tuning config (finetune)."""
+    """Present in a fine-tuning config (finetune, evaluate, infer). A config with neither section is taken
+    as a pretraining config by preprocess/pretrain and as a fine-tuning one by the other stages."""
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

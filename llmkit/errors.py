@@ -4,7 +4,7 @@ Exit codes (documented in the README):
   0   the stage finished
   2   bad input: config, data file, model folder, output directory
   3   training stopped because the loss became NaN or infinite
-  130 interrupted (Ctrl-C / SIGTERM)
+  130 interrupted (Ctrl-C)
 """
 
 EXIT_OK = 0

@@ -115,3 +115,15 @@ def test_cli_help_lists_the_five_stages():
     assert result.exit_code == 0
     for stage in ("preprocess", "pretrain", "finetune", "evaluate", "infer"):
         assert stage in result.output
+
+
+def test_config_reference_is_up_to_date():
+    """docs/config.md is generated from the field docstrings; regenerate it after changing the schema."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_config_docs.py"), "--check"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr + "\nrun: python scripts/gen_config_docs.py"

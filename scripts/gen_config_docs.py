@@ -1,0 +1,80 @@
+"""Writes docs/config.md, the config reference, from the schema in llmkit/config.py (field docstrings).
+
+    python scripts/gen_config_docs.py [--check]   # --check: exit 1 if docs/config.md is out of date
+"""
+
+from __future__ import annotations
+
+import sys
+import types
+import typing
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "config.md"
+sys.path.insert(0, str(ROOT))
+
+from pydantic import BaseModel  # noqa: E402
+from pydantic_core import PydanticUndefined  # noqa: E402
+
+from llmkit.config import Config  # noqa: E402
+
+
+def section_of(field) -> type[BaseModel] | None:  # `pretrain: PretrainSection | None` -> PretrainSection
+    kinds = (field.annotation, *typing.get_args(field.annotation))
+    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+
+
+def type_name(annotation) -> str:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return " / ".join(f"`{a}`" for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(type_name(a) for a in args)
+    return "null" if annotation is type(None) else getattr(origin or annotation, "__name__", str(annotation))
+
+
+def default(value) -> str:
+    if value is PydanticUndefined:
+        return "required"
+    return f"`{'null' if value is None else str(value).lower() if isinstance(value, bool) else value}`"
+
+
+def cell(text: str | None) -> str:
+    return " ".join((text or "").split()).replace("|", "\\|")
+
+
+def table(prefix: str, fields: dict) -> list[str]:
+    rows = [f"| `{prefix}{name}` | {cell(type_name(f.annotation))} | {default(f.default)} | {cell(f.description)} |"
+            for name, f in fields.items()]
+    return ["| key | type | default | description |", "|---|---|---|---|", *rows]
+
+
+def render() -> str:
+    top = {name: f for name, f in Config.model_fields.items() if section_of(f) is None}
+    lines = ["# Config reference", "",
+             "<!-- Generated from llmkit/config.py by scripts/gen_config_docs.py; do not edit by hand. -->", "",
+             "One YAML file per experiment; any key can be overridden on the command line as `key.sub=value`.",
+             "", "## Top level", "", *table("", top)]
+    for name, field in Config.model_fields.items():
+        if (section := section_of(field)) is not None:
+            lines += ["", f"## `{name}:` ({section.__name__})", ""]
+            lines += [cell(field.description), ""] if field.description else []
+            lines += table(f"{name}.", section.model_fields)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    text = render()
+    if "--check" in sys.argv[1:]:
+        if DOC.exists() and DOC.read_text(encoding="utf-8") == text:
+            return 0
+        print("docs/config.md is out of date: run python scripts/gen_config_docs.py", file=sys.stderr)
+        return 1
+    DOC.parent.mkdir(parents=True, exist_ok=True)
+    DOC.write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
