@@ -6,6 +6,7 @@ Supported: .txt (documents per `document_boundary`), .csv, .tsv (unquoted, as GL
 
 from __future__ import annotations
 
+import codecs
 import csv
 import os
 from pathlib import Path
@@ -96,16 +97,24 @@ def _paragraphs(path: str, version):
 
 
 def _check_utf8(path: str, key: str, binary: bool) -> None:
+    """Fail on the first non-UTF-8 byte with its line number; streamed in 1 MiB chunks."""
     if binary:
         return
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    lines_before = 0
     with open(path, "rb") as f:
-        line_number = 0
-        for line_number, line in enumerate(f, start=1):  # noqa: B007 - streamed, never whole-file
+        while chunk := f.read(1 << 20):
             try:
-                line.decode("utf-8")
+                decoder.decode(chunk)
             except UnicodeDecodeError as e:
-                raise LlmkitError(f"{key}: {path} line {line_number}: not UTF-8 text "
-                                  f"(byte {line[e.start:e.start + 1]!r} at column {e.start + 1})") from None
+                line = lines_before + chunk.count(b"\n", 0, e.start) + 1
+                raise LlmkitError(f"{key}: {path} line {line}: not UTF-8 text "
+                                  f"(byte {chunk[e.start:e.start + 1]!r})") from None
+            lines_before += chunk.count(b"\n")
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise LlmkitError(f"{key}: {path}: not UTF-8 text (truncated character at the end)") from None
 
 
 def _read_hub(name: str, key: str):
