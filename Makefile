@@ -24,7 +24,7 @@ demo: install
 	$(LLMKIT) pretrain configs/tiny/pretrain.yaml output_dir=$(DEMO)/mlm train.overwrite_output_dir=true
 	$(LLMKIT) finetune configs/tiny/finetune.yaml output_dir=$(DEMO)/classifier model.name_or_path=$(DEMO)/mlm train.overwrite_output_dir=true
 	$(LLMKIT) evaluate configs/tiny/finetune.yaml output_dir=$(DEMO)/classifier --split test
-	printf 'the food was really delicious , we loved it .\nthe service was not friendly .\nthe plot was not boring at all .\n' > $(DEMO)/texts.txt
+	printf 'the food was really delicious , we loved it .\nthe service was not friendly .\nthe acting was not bad , worth every penny .\n' > $(DEMO)/texts.txt
 	$(LLMKIT) infer configs/tiny/finetune.yaml output_dir=$(DEMO)/classifier --input $(DEMO)/texts.txt --output $(DEMO)/predictions.jsonl
 	cat $(DEMO)/predictions.jsonl
 	@echo
