@@ -159,3 +159,17 @@ def test_bf16_mixed_precision_trains_on_cpu(tmp_path):
     assert json.loads((tmp_path / "run_info.json").read_text())["mixed_precision"] == "bf16"
     losses = [line["loss"] for line in read_jsonl(tmp_path / "metrics.jsonl") if "loss" in line]
     assert len(losses) == 3 and all(0 < loss < 20 for loss in losses)
+
+
+@pytest.mark.parametrize("optim", ["adamw", "adamw_torch", "adam", "sgd"])
+def test_each_optimizer_trains(optim, tmp_path):
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path}", "train.max_steps=6", "train.logging_steps=1",
+               f"train.optim={optim}", "train.sgd_momentum=0.9", "train.learning_rate=0.003",
+               "train.eval_strategy=no", "train.warmup_ratio=0", *NO_DROPOUT))
+    losses = [line["loss"] for line in read_jsonl(tmp_path / "metrics.jsonl") if "loss" in line]
+    assert losses[-1] < losses[0]
+
+
+def test_evaluate_needs_only_the_file_it_scores(pipeline):
+    ok(run_cli("evaluate", FINETUNE, f"output_dir={pipeline / 'classifier'}", "data.train_file=null",
+               "data.validation_file=null", "--split", "test"))
