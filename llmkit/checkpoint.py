@@ -1,29 +1,46 @@
-"""Saving that never leaves a half-written or corrupted result.
+"""Saving and resuming that never leaves a half-written or corrupted result.
 
 A checkpoint is written into a hidden temporary folder and renamed to `checkpoint-N` only when
-complete; a crash mid-save leaves the previous checkpoints untouched, and hidden folders are never
-taken for checkpoints. The final model is written the same way, then moved into output_dir file by
-file (each move atomic). Weights are safetensors; bookkeeping is JSON; optimizer and scheduler
-states are plain tensor dicts that load with `torch.load(weights_only=True)`.
+complete; a crash mid-save leaves the previous checkpoints untouched, and hidden or incomplete
+folders are never taken for checkpoints. The final model is written the same way, then moved into
+output_dir file by file (each move atomic). Weights are safetensors; run bookkeeping and RNG states
+are JSON; optimizer, scheduler and grad-scaler states are tensor dicts read back with
+`torch.load(weights_only=True)` — nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 from pathlib import Path
 
+from llmkit.errors import LlmkitError
+
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+STATE_FILE = "trainer_state.json"
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
     """Complete checkpoints, oldest first."""
+    output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
-    found = [p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT.match(p.name) and (p / "trainer_state.json").exists()]
+    found = [p for p in output_dir.iterdir() if p.is_dir() and CHECKPOINT.match(p.name) and (p / STATE_FILE).exists()]
     return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))
+
+
+def find_checkpoint(output_dir: Path, setting: str) -> Path | None:
+    """`latest` -> the newest complete checkpoint (None when there is none); otherwise a path."""
+    if setting == "latest":
+        found = checkpoints(output_dir)
+        return found[-1] if found else None
+    path = Path(setting)
+    if not (path / STATE_FILE).exists():
+        raise LlmkitError(f"train.resume_from_checkpoint: {path} is not a complete checkpoint (no {STATE_FILE})")
+    return path
 
 
 def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
@@ -47,27 +64,59 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: 
     import torch
 
     name = f"checkpoint-{state['global_step']}"
-    staging = _staging(output_dir, name, accelerator)
-    _save_model(accelerator, model, tokenizer, staging)
-    if accelerator.is_main_process:
-        torch.save(optimizer.state_dict(), staging / "optimizer.pt")
-        torch.save(scheduler.state_dict(), staging / "scheduler.pt")
-        (staging / "trainer_state.json").write_text(json.dumps(state, indent=2) + "\n")
+    try:
+        staging = _staging(output_dir, name, accelerator)
+        _save_model(accelerator, model, tokenizer, staging)
+        (staging / f"rng_state_{accelerator.process_index}.json").write_text(json.dumps(rng_state()))
+        if accelerator.is_main_process:
+            torch.save(optimizer.state_dict(), staging / "optimizer.pt")
+            torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+            if accelerator.scaler is not None:
+                torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
+            (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
+    except OSError as e:
+        raise LlmkitError(f"output_dir: cannot write {name} in {output_dir}: {e.strerror or e}; "
+                          "earlier checkpoints are untouched") from None
     accelerator.wait_for_everyone()
     final = output_dir / name
     if accelerator.is_main_process:
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
         if save_total_limit:
+            keep = state.get("best_checkpoint")
             for old in checkpoints(output_dir)[:-save_total_limit]:
-                shutil.rmtree(old, ignore_errors=True)
+                if old.name != keep:  # the best checkpoint outlives the limit
+                    shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()
     return final
 
 
-def save_final(accelerator, model, tokenizer, output_dir: Path) -> None:
+def load_checkpoint(accelerator, folder: Path, optimizer, scheduler) -> dict:
+    """Optimizer, scheduler and scaler states from `folder`; returns its trainer state. (The weights
+    are loaded by the caller when it builds the model from the checkpoint folder.)"""
+    import torch
+
+    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
+    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
+    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
+        accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def restore_rng(folder: Path, process_index: int) -> bool:
+    """This process's RNG states as saved; False when the checkpoint has none for this rank."""
+    path = folder / f"rng_state_{process_index}.json"
+    if not path.exists():
+        return False
+    set_rng_state(json.loads(path.read_text()))
+    return True
+
+
+def save_final(accelerator, model, tokenizer, output_dir: Path, state: dict) -> None:
     staging = _staging(output_dir, "final", accelerator)
     _save_model(accelerator, model, tokenizer, staging)
+    if accelerator.is_main_process:
+        (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for path in staging.iterdir():
@@ -75,3 +124,37 @@ def save_final(accelerator, model, tokenizer, output_dir: Path) -> None:
         staging.rmdir()
     accelerator.wait_for_everyone()
 
+
+def finished_state(output_dir: Path) -> dict | None:
+    """The trainer state of a run that completed in output_dir, if one did."""
+    path = Path(output_dir) / STATE_FILE
+    if path.exists():
+        state = json.loads(path.read_text())
+        return state if state.get("finished") else None
+    return None
+
+
+def rng_state() -> dict:
+    import numpy as np
+    import torch
+
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss], "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+             "torch": torch.get_rng_state().tolist()}
+    if torch.cuda.is_available():
+        state["cuda"] = [s.tolist() for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+    import torch
+
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in state["cuda"]])

@@ -229,6 +229,22 @@ class TrainSection(Section):
     save_total_limit: int | None = Field(None, ge=1)
     """Keep at most this many checkpoints, deleting the oldest once a new one is complete."""
 
+    resume_from_checkpoint: str | None = None
+    """Continue a run: `latest` (the newest complete checkpoint in output_dir; starts from scratch when
+    there is none yet) or the path of a `checkpoint-N` folder. Model, optimizer, scheduler, RNG states,
+    data position and logs continue exactly where the checkpoint left them."""
+
+    metric_for_best_model: str | None = None
+    """Evaluation metric that ranks checkpoints (`loss`, `accuracy`, `f1`, ...; an `eval_` prefix is
+    allowed). The best checkpoint is never removed by save_total_limit. Default: loss."""
+
+    greater_is_better: bool | None = None
+    """Whether a higher metric_for_best_model is better. Default: false for losses and perplexity, else true."""
+
+    on_nonfinite_loss: Literal["stop", "skip"] = "stop"
+    """A NaN/inf loss or gradient: `stop` the run (exit code 3, weights never updated with it) or `skip`
+    that step's update and go on."""
+
     overwrite_output_dir: bool = False
     """Allow a new run in an output_dir that already holds checkpoints or a trained model."""
 

@@ -4,7 +4,8 @@ Exit codes (documented in the README):
   0   the stage finished
   2   bad input: config, data file, model folder, output directory
   3   training stopped because the loss became NaN or infinite
-  130 interrupted (Ctrl-C)
+  130 interrupted (Ctrl-C / SIGTERM): the current step finished and a checkpoint was saved;
+      a second Ctrl-C stops at once
 """
 
 EXIT_OK = 0
@@ -21,3 +22,9 @@ class LlmkitError(Exception):
 
 class NonFiniteLossError(LlmkitError):
     exit_code = EXIT_NON_FINITE_LOSS
+
+
+class InterruptedRun(LlmkitError):
+    """Stopped by SIGINT/SIGTERM after saving a checkpoint."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -31,13 +31,13 @@ def require_model(source: str, key: str = "model.name_or_path") -> str:
     return path
 
 
-def build_model(cfg: Config, tokenizer, head: str, source: str | None = None, key: str = "model.name_or_path",
-                **config_overrides):
-    """`head` model from `source` (default model.name_or_path) or, without one, from model.config."""
+def build_model(cfg: Config, tokenizer, head: str, resume: str | os.PathLike | None = None, **config_overrides):
+    """`head` model from the checkpoint being resumed, else model.name_or_path, else built from model.config."""
     import transformers
 
     auto = getattr(transformers, HEADS[head])
-    source = source or cfg.model.name_or_path
+    source = str(resume) if resume is not None else cfg.model.name_or_path
+    key = "train.resume_from_checkpoint" if resume is not None else "model.name_or_path"
     if cfg.model.trust_remote_code:
         print("WARNING: model.trust_remote_code is on: code shipped with the model will run on this machine")
     if source is not None:

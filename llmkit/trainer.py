@@ -5,20 +5,27 @@ examples) over all processes and micro-batches, then backpropagate each micro-ba
 divided by that global count. The gradient is then exactly that of the mean over the whole global
 batch, however it is split over processes and accumulation steps (a mean of per-process means is
 not: it weights short batches more).
+
+Resuming is exact: the data order is a function of (seed, epoch), masks of (seed, epoch, example),
+so step N is reached in O(1); the torch/numpy/python RNG states saved with the checkpoint are put
+back just before the first resumed step, so dropout draws continue as if never interrupted.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import shlex
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from llmkit.checkpoint import save_checkpoint
+from llmkit.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from llmkit.config import TrainSection
 from llmkit.data.batching import epoch_plan, steps_per_epoch
-from llmkit.errors import LlmkitError, NonFiniteLossError
+from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
 from llmkit.evaluation import evaluate
 from llmkit.runlog import RunLog, banner
 
@@ -40,8 +47,9 @@ def build_optimizer(model, train: TrainSection):
     return cls(groups, **kwargs)
 
 
-def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, output_dir: Path, log: RunLog) -> dict:
-    """Run the configured number of steps; returns the last evaluation's metrics (or {})."""
+def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, output_dir: Path, log: RunLog,
+          resume: Path | None = None) -> dict:
+    """Run (or continue) the configured steps; returns the model, the last evaluation and the state."""
     import torch
     from transformers import get_scheduler
 
@@ -59,6 +67,17 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
     # The scheduler is stepped by hand once per optimizer step: total_steps already counts global steps.
     model, optimizer = accelerator.prepare(model, optimizer)
 
+    state = {"global_step": 0, "total_steps": total_steps, "num_processes": processes, "seed": cfg.seed,
+             "window": {"loss": 0.0, "steps": 0, "tokens": 0}, "best_metric": None, "best_step": None,
+             "best_checkpoint": None, "last_eval": {}, "skipped_steps": 0, "finished": False}
+    if resume is not None:
+        state.update(load_checkpoint(accelerator, resume, optimizer, scheduler), total_steps=total_steps)
+        _truncate_log(log, state["global_step"])
+        if state["num_processes"] != processes:
+            log.print(f"WARNING: the checkpoint was written by {state['num_processes']} processes, this run has "
+                      f"{processes}; training continues but not bitwise as the original run would have")
+            state["num_processes"] = processes
+
     global_batch = t.per_device_train_batch_size * processes * accumulation
     banner(log, {
         "examples": f"{len(train_data):,} train, {len(eval_data) if eval_data is not None else 0:,} validation",
@@ -67,106 +86,175 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
         "parameters": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
                       f"of {sum(p.numel() for p in model.parameters()):,}",
         "precision": f"{accelerator.mixed_precision} on {accelerator.device}",
+        **({"resumed": f"from {resume} at step {state['global_step']:,}"} if resume is not None else {}),
     })
 
-    def eval_now() -> dict:
-        if eval_data is None:
-            return {}
+    def eval_now(step: int) -> None:
         metrics = evaluate(accelerator, model, objective, eval_data, t.per_device_eval_batch_size)
-        log.metrics({"step": step + 1, "epoch": round((step + 1) / per_epoch, 4),
-                     **{f"eval_{k}": v for k, v in metrics.items()}})
-        log.print(f"step {step + 1}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()
-                                                         if isinstance(v, float)))
-        return metrics
+        log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
+        log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+        state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+        name, greater = _best_metric(t)
+        value = metrics.get(name)
+        if value is None:
+            raise LlmkitError(f"train.metric_for_best_model: {t.metric_for_best_model!r} is not an evaluation "
+                              f"metric here; there are {sorted(state['last_eval'])}")
+        if state["best_metric"] is None or (value > state["best_metric"] if greater else value < state["best_metric"]):
+            state["best_metric"], state["best_step"] = value, step
 
-    progress = _progress(total_steps, accelerator.is_main_process)
-    plan, plan_epoch, last_metrics = None, None, {}
-    window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
+    def save_now(step: int) -> Path:
+        if not all(torch.isfinite(p).all() for p in model.parameters()):
+            raise NonFiniteLossError(f"step {step}: the weights hold NaN/inf; not saving them over the last checkpoint")
+        if state["best_step"] == step:
+            state["best_checkpoint"] = f"checkpoint-{step}"
+        return save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, output_dir,
+                               t.save_total_limit)
+
+    progress = _Progress(total_steps, state["global_step"], accelerator.is_main_process)
+    plan, plan_epoch = None, None
+    first_step = state["global_step"]
+    window_start = time.perf_counter()
     model.train()
-    for step in range(total_steps):
-        epoch, step_in_epoch = divmod(step, per_epoch)
-        if plan_epoch != epoch:
-            plan = epoch_plan(len(train_data), cfg.seed, epoch, t.per_device_train_batch_size, processes, rank,
-                              accumulation)
-            plan_epoch = epoch
-        micro_batches = [
-            {k: v.to(accelerator.device) for k, v in objective.collate(train_data[ids], ids, epoch).items()}
-            for ids in plan[step_in_epoch]
-        ]
-        count = accelerator.reduce(torch.stack([objective.count(b) for b in micro_batches]).sum().double(), "sum")
-        totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, input tokens
-        for i, batch in enumerate(micro_batches):
-            # Gradients are all-reduced once, after the last micro-batch of the step.
-            sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
-            with sync:
-                loss_sum, _ = objective.loss(model, batch)
-                accelerator.backward(loss_sum * processes / count.clamp(min=1))
-            totals += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
-        totals = accelerator.reduce(totals, "sum")
-        loss = (totals[0] / count.clamp(min=1)).item()
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(f"step {step + 1}: the loss is {loss}; stopped before updating the weights "
-                                     "(lower train.learning_rate, or check the data)")
-        grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+    with _StopOnSignal() as stop:
+        for step in range(first_step, total_steps):
+            epoch, step_in_epoch = divmod(step, per_epoch)
+            if plan_epoch != epoch:
+                plan = epoch_plan(len(train_data), cfg.seed, epoch, t.per_device_train_batch_size, processes, rank,
+                                  accumulation)
+                plan_epoch = epoch
+            if resume is not None and step == first_step and not restore_rng(resume, rank):
+                log.print(f"WARNING: {resume} has no RNG state for process {rank}; dropout draws will differ")
+            micro_batches = [
+                {k: v.to(accelerator.device) for k, v in objective.collate(train_data[ids], ids, epoch).items()}
+                for ids in plan[step_in_epoch]
+            ]
+            count = accelerator.reduce(torch.stack([objective.count(b) for b in micro_batches]).sum().double(), "sum")
+            totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, input tokens, stop
+            for i, batch in enumerate(micro_batches):
+                # Gradients are all-reduced once, after the last micro-batch of the step.
+                sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+                with sync:
+                    loss_sum, _ = objective.loss(model, batch)
+                    accelerator.backward(loss_sum * processes / count.clamp(min=1))
+                totals[:2] += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
+            totals[2] = float(stop.requested)
+            totals = accelerator.reduce(totals, "sum")  # every process sees the same loss and stop request
+            loss = (totals[0] / count.clamp(min=1)).item()
+            grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
+            finite = math.isfinite(loss) and (grad_norm is None or math.isfinite(float(grad_norm)))
+            if finite:
+                optimizer.step()
+            elif t.on_nonfinite_loss == "stop":
+                raise NonFiniteLossError(f"step {step + 1}: the loss is {loss} (gradient norm {grad_norm}); stopped "
+                                         "before updating the weights (lower train.learning_rate, or check the data)")
+            else:
+                state["skipped_steps"] += 1
+                log.print(f"step {step + 1}: skipped (loss {loss}, gradient norm {grad_norm})")
+                log.metrics({"step": step + 1, "skipped": "non-finite loss or gradient"})
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state["global_step"] = step + 1
+            progress.update()
 
-        window["loss"] += loss
-        window["steps"] += 1
-        window["tokens"] += int(totals[1].item())
-        progress.update(1)
-        if (step + 1) % t.logging_steps == 0 or step + 1 == total_steps:
-            elapsed = time.perf_counter() - window["start"]
-            record = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 4),
-                      "loss": window["loss"] / window["steps"], "learning_rate": scheduler.get_last_lr()[0],
-                      "grad_norm": None if grad_norm is None else float(grad_norm),
-                      "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1)}
-            log.metrics(record)
-            progress.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
-            if not progress.interactive:
-                log.print(f"step {step + 1}/{total_steps}: loss {record['loss']:.4f}, "
-                          f"lr {record['learning_rate']:.3g}, {record['tokens_per_s']:.0f} tokens/s")
-            window = {"loss": 0.0, "steps": 0, "tokens": 0, "start": time.perf_counter()}
+            window = state["window"]
+            if finite:
+                window["loss"] += loss
+                window["steps"] += 1
+            window["tokens"] += int(totals[1].item())
+            if window["steps"] and (step + 1) % t.logging_steps == 0 or step + 1 == total_steps:
+                elapsed = time.perf_counter() - window_start
+                record = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 4),
+                          "loss": window["loss"] / max(window["steps"], 1), "learning_rate": scheduler.get_last_lr()[0],
+                          "grad_norm": None if grad_norm is None else float(grad_norm),
+                          "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1)}
+                log.metrics(record)
+                progress.show(record, total_steps)
+                state["window"] = {"loss": 0.0, "steps": 0, "tokens": 0}
+                window_start = time.perf_counter()
 
-        end_of_epoch = step_in_epoch == per_epoch - 1
-        last = step + 1 == total_steps
-        if last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0) or (
-                t.eval_strategy == "epoch" and end_of_epoch):
-            last_metrics = eval_now()
-            window["start"] = time.perf_counter()  # throughput counts training time only
-        if not last and ((t.save_strategy == "steps" and (step + 1) % t.save_steps == 0) or (
-                t.save_strategy == "epoch" and end_of_epoch)):
-            state = {"global_step": step + 1, "epoch": epoch, "step_in_epoch": step_in_epoch + 1,
-                     "total_steps": total_steps, "seed": cfg.seed, "last_eval": _scalars(last_metrics)}
-            save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, output_dir, t.save_total_limit)
-            window["start"] = time.perf_counter()
+            last = step + 1 == total_steps
+            end_of_epoch = step_in_epoch == per_epoch - 1
+            if eval_data is not None and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0) or (
+                    t.eval_strategy == "epoch" and end_of_epoch)):
+                eval_now(step + 1)
+            saved = None
+            if not last and ((t.save_strategy == "steps" and (step + 1) % t.save_steps == 0) or (
+                    t.save_strategy == "epoch" and end_of_epoch)):
+                saved = save_now(step + 1)
+            if totals[2] > 0 and not last:
+                saved = saved or save_now(step + 1)
+                command = " ".join(shlex.quote(a) for a in sys.argv)
+                raise InterruptedRun(f"interrupted at step {step + 1} of {total_steps}; checkpoint saved in {saved}. "
+                                     f"Resume with: {command} train.resume_from_checkpoint=latest")
+            if eval_data is not None or saved:
+                window_start = time.perf_counter()  # throughput counts training time only
     progress.close()
-    return {"model": model, "metrics": last_metrics, "steps": total_steps}
+    state["finished"] = True
+    return {"model": model, "metrics": state["last_eval"], "state": state}
 
 
-def _scalars(metrics: dict) -> dict:
-    return {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+def _best_metric(t: TrainSection) -> tuple[str, bool]:
+    name = (t.metric_for_best_model or "loss").removeprefix("eval_")
+    greater = t.greater_is_better if t.greater_is_better is not None else not (
+        name.endswith("loss") or name.endswith("perplexity"))
+    return name, greater
 
 
-class _progress:
+def _truncate_log(log: RunLog, step: int) -> None:
+    """Drop log lines written after the checkpoint, so the resumed run's log reads as one run's."""
+    import json
+
+    if log.is_main and log.path.exists():
+        kept = [line for line in log.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        log.path.write_text("".join(line + "\n" for line in kept))
+
+
+class _StopOnSignal:
+    """SIGINT / SIGTERM ask the loop to finish the step, save a checkpoint and exit 130; a second one
+    stops at once. (Handlers can only be set from the main thread; elsewhere signals keep their default.)"""
+
+    def __init__(self):
+        self.requested = False
+        self.previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print(f"\n{signal.Signals(signum).name}: finishing this step and saving a checkpoint "
+              "(press Ctrl-C again to stop at once)", file=sys.stderr, flush=True)
+
+    def __exit__(self, *exc):
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+class _Progress:
     """A tqdm bar on an interactive terminal (main process); plain log lines otherwise."""
 
-    def __init__(self, total: int, is_main: bool):
-        self.interactive = is_main and sys.stderr.isatty()
+    def __init__(self, total: int, start: int, is_main: bool):
+        self.is_main = is_main
         self.bar = None
-        if self.interactive:
+        if is_main and sys.stderr.isatty():
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(total=total, unit="step", dynamic_ncols=True)
+            self.bar = tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
 
-    def update(self, n: int) -> None:
+    def update(self) -> None:
         if self.bar:
-            self.bar.update(n)
+            self.bar.update(1)
 
-    def set_postfix(self, **kwargs) -> None:
+    def show(self, record: dict, total: int) -> None:
         if self.bar:
-            self.bar.set_postfix(**kwargs)
+            self.bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+        elif self.is_main:
+            print(f"step {record['step']}/{total}: loss {record['loss']:.4f}, lr {record['learning_rate']:.3g}, "
+                  f"{record['tokens_per_s']:.0f} tokens/s", flush=True)
 
     def close(self) -> None:
         if self.bar:

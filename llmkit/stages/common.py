@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from llmkit.checkpoint import checkpoints, save_final
+import yaml
+
+from llmkit.checkpoint import checkpoints, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
 from llmkit.errors import LlmkitError
 from llmkit.modeling import has_model
@@ -26,16 +29,45 @@ def make_accelerator(cfg: Config):
     return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision)
 
 
-def prepare_output_dir(cfg: Config, accelerator) -> Path:
-    """A writable output_dir that holds no earlier run, unless train.overwrite_output_dir says so."""
+@dataclass
+class RunStart:
+    out: Path
+    resume: Path | None = None  # the checkpoint to continue from
+    finished: dict | None = None  # set when the run being resumed had already completed
+
+
+def prepare_output_dir(cfg: Config, accelerator) -> RunStart:
+    """A writable output_dir for a new run (refusing to clobber an earlier one unless told to), or the
+    checkpoint to continue from when train.resume_from_checkpoint is set."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise LlmkitError(f"output_dir: {out} exists and is not a folder")
+    setting = cfg.train.resume_from_checkpoint
+    if setting is not None:
+        if (done := finished_state(out)) is not None:
+            return RunStart(out, finished=done)
+        resume = find_checkpoint(out, setting)
+        if resume is None:
+            print(f"train.resume_from_checkpoint=latest: no checkpoint in {out} yet, starting from scratch")
+        _check_writable(out, accelerator)
+        return RunStart(out, resume=resume)
     earlier = checkpoints(out)
     if (earlier or has_model(out)) and not cfg.train.overwrite_output_dir:
         what = f"{len(earlier)} checkpoint(s)" if earlier else "a trained model"
-        raise LlmkitError(f"output_dir: {out} already holds {what}; choose another output_dir or set "
-                          "train.overwrite_output_dir=true to start over")
+        raise LlmkitError(f"output_dir: {out} already holds {what}; continue it with "
+                          "train.resume_from_checkpoint=latest, start over with train.overwrite_output_dir=true, "
+                          "or choose another output_dir")
+    _check_writable(out, accelerator)
+    if accelerator.is_main_process:
+        for old in earlier:
+            shutil.rmtree(old)
+        for stale in ("metrics.jsonl", "trainer_state.json"):
+            (out / stale).unlink(missing_ok=True)
+    accelerator.wait_for_everyone()
+    return RunStart(out)
+
+
+def _check_writable(out: Path, accelerator) -> None:
     if accelerator.is_main_process:
         try:
             out.mkdir(parents=True, exist_ok=True)
@@ -44,29 +76,58 @@ def prepare_output_dir(cfg: Config, accelerator) -> Path:
             probe.unlink()
         except OSError as e:
             raise LlmkitError(f"output_dir: cannot write to {out}: {e.strerror or e}") from None
-        for old in earlier:
-            shutil.rmtree(old)
-        (out / "metrics.jsonl").unlink(missing_ok=True)
     accelerator.wait_for_everyone()
-    return out
 
 
 def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, objective, train_data, eval_data,
-                 tokenizer, out: Path) -> dict:
+                 tokenizer, start: RunStart) -> dict:
     """Write the resolved config and run info, train, save the final model, report where it all is."""
     from llmkit.trainer import train
 
+    out = start.out
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process:
+        if start.resume is not None:
+            _warn_changed_settings(cfg, out / "config.yaml", log)
         save_config(cfg, out / "config.yaml")
     write_run_info(out, stage, config_path, accelerator, train_examples=len(train_data),
-                   validation_examples=len(eval_data) if eval_data is not None else 0)
-    result = train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, out, log)
-    save_final(accelerator, result["model"], tokenizer, out)
+                   validation_examples=len(eval_data) if eval_data is not None else 0,
+                   resumed_from=str(start.resume) if start.resume else None)
+    result = train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, out, log, start.resume)
+    save_final(accelerator, result["model"], tokenizer, out, result["state"])
     if result["metrics"] and accelerator.is_main_process:
         write_results(out / "eval_results.json", {"split": "validation", **result["metrics"]})
     log.print(f"{stage} done: model and tokenizer in {out}/, metrics in {out}/metrics.jsonl")
     return result["metrics"]
+
+
+def report_finished(start: RunStart) -> dict:
+    print(f"{start.out} holds a run that already finished (step {start.finished['global_step']}); "
+          "its final model is left as it is")
+    return start.finished.get("last_eval", {})
+
+
+def _warn_changed_settings(cfg: Config, saved_path: Path, log: RunLog) -> None:
+    """Settings that differ from the interrupted run's: the resumed run is then not its exact continuation."""
+    if not saved_path.exists():
+        return
+    before = _flatten(yaml.safe_load(saved_path.read_text()))
+    now = _flatten(cfg.model_dump(mode="json"))
+    ignored = {"train.resume_from_checkpoint", "train.overwrite_output_dir"}
+    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in ignored)
+    if changed:
+        log.print("WARNING: resuming with settings that differ from the checkpointed run: " + ", ".join(
+            f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed))
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "config":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 def write_results(path: Path, results: dict) -> None:

@@ -13,7 +13,7 @@ from llmkit.data.labeled import label_names, read_split, tokenize
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import SequenceClassification
-from llmkit.stages.common import make_accelerator, prepare_output_dir, run_training
+from llmkit.stages.common import make_accelerator, prepare_output_dir, report_finished, run_training
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -22,7 +22,9 @@ def run(cfg: Config, config_path: str) -> dict:
     if cfg.model.name_or_path:
         require_model(cfg.model.name_or_path)
     accelerator = make_accelerator(cfg)
-    out = prepare_output_dir(cfg, accelerator)
+    start = prepare_output_dir(cfg, accelerator)
+    if start.finished is not None:
+        return report_finished(start)
     with accelerator.main_process_first():  # tokenizer training and tokenization are cached for the others
         rows, path, key = read_split(cfg, "train")
         text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]
@@ -37,9 +39,9 @@ def run(cfg: Config, config_path: str) -> dict:
             eval_data = tokenize(cfg, eval_rows, tokenizer, label2id, eval_path, eval_key)
     set_seed(cfg.seed)
     id2label = dict(enumerate(names))
-    model = build_model(cfg, tokenizer, "sequence_classification", num_labels=len(names), id2label=id2label,
-                        label2id=label2id)
+    model = build_model(cfg, tokenizer, "sequence_classification", resume=start.resume, num_labels=len(names),
+                        id2label=id2label, label2id=label2id)
     objective = SequenceClassification(tokenizer, id2label)
     return run_training(cfg, config_path, "finetune", accelerator, model, objective, train_data, eval_data,
-                        tokenizer, out)
+                        tokenizer, start)
 

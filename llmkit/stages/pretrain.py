@@ -10,7 +10,7 @@ from llmkit.config import Config
 from llmkit.data.corpus import first_rows, prepare_corpus
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
-from llmkit.stages.common import make_accelerator, prepare_output_dir, run_training
+from llmkit.stages.common import make_accelerator, prepare_output_dir, report_finished, run_training
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -19,12 +19,14 @@ def run(cfg: Config, config_path: str) -> dict:
     if cfg.model.name_or_path:
         require_model(cfg.model.name_or_path)
     accelerator = make_accelerator(cfg)
-    out = prepare_output_dir(cfg, accelerator)
+    start = prepare_output_dir(cfg, accelerator)
+    if start.finished is not None:
+        return report_finished(start)
     with accelerator.main_process_first():  # the main process tokenizes; the others read its cache
         corpus = prepare_corpus(cfg)
     set_seed(cfg.seed)
-    model = build_model(cfg, corpus.tokenizer, "masked_lm")
+    model = build_model(cfg, corpus.tokenizer, "masked_lm", resume=start.resume)
     objective = MaskedLM(corpus.tokenizer, cfg.pretrain, cfg.seed)
     validation = first_rows(corpus.validation, cfg.data.max_eval_samples) if corpus.validation is not None else None
     return run_training(cfg, config_path, "pretrain", accelerator, model, objective, corpus.train, validation,
-                        corpus.tokenizer, out)
+                        corpus.tokenizer, start)
