@@ -75,6 +75,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: 
                 torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
     except OSError as e:
+        if accelerator.is_main_process:
+            shutil.rmtree(output_dir / f".tmp-{name}", ignore_errors=True)
         raise LlmkitError(f"output_dir: cannot write {name} in {output_dir}: {e.strerror or e}; "
                           "earlier checkpoints are untouched") from None
     accelerator.wait_for_everyone()

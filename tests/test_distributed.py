@@ -41,3 +41,43 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
         assert abs(a["loss"] - b["loss"]) <= 1e-3 * a["loss"], (a, b)
     evals = [(x["eval_loss"], y["eval_loss"]) for x, y in zip(one_lines, two_lines) if "eval_loss" in x]
     assert evals and all(abs(a - b) <= 1e-3 * a for a, b in evals)
+
+
+def _torchrun(out, *extra, port: int):
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+         "-m", "llmkit", "pretrain", str(PRETRAIN), f"output_dir={out}", "train.per_device_train_batch_size=16",
+         "train.max_steps=14", "train.save_steps=5", "train.eval_steps=5", "train.logging_steps=1",
+         "train.save_total_limit=null", *extra],
+        cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)  # its own process group, to kill every rank at once
+
+
+def test_torchrun_resume_after_a_kill_is_exact(tmp_path):
+    import signal
+    import time
+
+    from safetensors.torch import load_file
+
+    assert run_cli("preprocess", PRETRAIN).exit_code == 0
+    baseline = _torchrun(tmp_path / "baseline", port=29541)
+    out, _ = baseline.communicate(timeout=600)
+    assert baseline.returncode == 0, out[-3000:]
+
+    run = tmp_path / "run"
+    killed = _torchrun(run, port=29542)
+    while not (run / "checkpoint-5").exists():
+        assert killed.poll() is None, killed.stdout.read()[-3000:]
+        time.sleep(0.005)
+    os.killpg(killed.pid, signal.SIGKILL)
+    killed.wait(timeout=60)
+    assert {p.name for p in (run / "checkpoint-5").glob("rng_state_*.json")} == {"rng_state_0.json",
+                                                                                  "rng_state_1.json"}
+    resumed = _torchrun(run, "train.resume_from_checkpoint=latest", port=29543)
+    out, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, out[-3000:]
+
+    steps = lambda d: [(x["step"], x["loss"]) for x in read_jsonl(d / "metrics.jsonl") if "loss" in x]  # noqa: E731
+    assert steps(run) == steps(tmp_path / "baseline") and len(steps(run)) == 14
+    a, b = load_file(run / "model.safetensors"), load_file(tmp_path / "baseline" / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)

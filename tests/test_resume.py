@@ -195,3 +195,13 @@ def test_a_nan_loss_can_skip_the_step_instead(monkeypatch, tmp_path):
     import torch
 
     assert all(torch.isfinite(w).all() for w in weights(tmp_path).values())
+
+
+def test_a_second_ctrl_c_stops_at_once(tmp_path):
+    out = tmp_path / "run"
+    proc = llmkit("pretrain", out)
+    kill_after(proc, out / "checkpoint-22", signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # within the same step: no graceful checkpoint this time
+    output = finish(proc, expect=130)
+    assert "interrupted" in output and "Resume with" not in output and "Traceback" not in output
+    assert [p.name for p in out.glob("checkpoint-*")] == ["checkpoint-22"]

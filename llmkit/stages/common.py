@@ -36,9 +36,9 @@ class RunStart:
     finished: dict | None = None  # set when the run being resumed had already completed
 
 
-def prepare_output_dir(cfg: Config, accelerator) -> RunStart:
-    """A writable output_dir for a new run (refusing to clobber an earlier one unless told to), or the
-    checkpoint to continue from when train.resume_from_checkpoint is set."""
+def plan_run(cfg: Config) -> RunStart:
+    """Where this run starts: read-only, so that a failure while the data and model are built
+    afterwards leaves output_dir exactly as it was."""
     out = Path(cfg.output_dir)
     if out.exists() and not out.is_dir():
         raise LlmkitError(f"output_dir: {out} exists and is not a folder")
@@ -49,7 +49,6 @@ def prepare_output_dir(cfg: Config, accelerator) -> RunStart:
         resume = find_checkpoint(out, setting)
         if resume is None:
             print(f"train.resume_from_checkpoint=latest: no checkpoint in {out} yet, starting from scratch")
-        _check_writable(out, accelerator)
         return RunStart(out, resume=resume)
     earlier = checkpoints(out)
     if (earlier or has_model(out)) and not cfg.train.overwrite_output_dir:
@@ -57,14 +56,18 @@ def prepare_output_dir(cfg: Config, accelerator) -> RunStart:
         raise LlmkitError(f"output_dir: {out} already holds {what}; continue it with "
                           "train.resume_from_checkpoint=latest, start over with train.overwrite_output_dir=true, "
                           "or choose another output_dir")
-    _check_writable(out, accelerator)
-    if accelerator.is_main_process:
-        for old in earlier:
+    return RunStart(out)
+
+
+def claim_output_dir(start: RunStart, accelerator) -> None:
+    """Make output_dir writable and, for a new run, clear an earlier run's checkpoints and logs."""
+    _check_writable(start.out, accelerator)
+    if start.resume is None and accelerator.is_main_process:
+        for old in checkpoints(start.out):
             shutil.rmtree(old)
         for stale in ("metrics.jsonl", "trainer_state.json"):
-            (out / stale).unlink(missing_ok=True)
+            (start.out / stale).unlink(missing_ok=True)
     accelerator.wait_for_everyone()
-    return RunStart(out)
 
 
 def _check_writable(out: Path, accelerator) -> None:
@@ -81,9 +84,10 @@ def _check_writable(out: Path, accelerator) -> None:
 
 def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, objective, train_data, eval_data,
                  tokenizer, start: RunStart) -> dict:
-    """Write the resolved config and run info, train, save the final model, report where it all is."""
+    """Claim output_dir, write the resolved config and run info, train, save the final model."""
     from llmkit.trainer import train
 
+    claim_output_dir(start, accelerator)
     out = start.out
     log = RunLog(out, accelerator.is_main_process)
     if accelerator.is_main_process:

@@ -13,7 +13,7 @@ from llmkit.data.labeled import label_names, read_split, tokenize
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import SequenceClassification
-from llmkit.stages.common import make_accelerator, prepare_output_dir, report_finished, run_training
+from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -21,10 +21,10 @@ def run(cfg: Config, config_path: str) -> dict:
 
     if cfg.model.name_or_path:
         require_model(cfg.model.name_or_path)
-    accelerator = make_accelerator(cfg)
-    start = prepare_output_dir(cfg, accelerator)
+    start = plan_run(cfg)
     if start.finished is not None:
         return report_finished(start)
+    accelerator = make_accelerator(cfg)
     with accelerator.main_process_first():  # tokenizer training and tokenization are cached for the others
         rows, path, key = read_split(cfg, "train")
         text_columns = [c for c in (cfg.data.text_column, cfg.data.text_pair_column) if c]

@@ -10,7 +10,7 @@ from llmkit.config import Config
 from llmkit.data.corpus import first_rows, prepare_corpus
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
-from llmkit.stages.common import make_accelerator, prepare_output_dir, report_finished, run_training
+from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -18,10 +18,10 @@ def run(cfg: Config, config_path: str) -> dict:
 
     if cfg.model.name_or_path:
         require_model(cfg.model.name_or_path)
-    accelerator = make_accelerator(cfg)
-    start = prepare_output_dir(cfg, accelerator)
+    start = plan_run(cfg)
     if start.finished is not None:
         return report_finished(start)
+    accelerator = make_accelerator(cfg)
     with accelerator.main_process_first():  # the main process tokenizes; the others read its cache
         corpus = prepare_corpus(cfg)
     set_seed(cfg.seed)
