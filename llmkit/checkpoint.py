@@ -46,7 +46,12 @@ def find_checkpoint(output_dir: Path, setting: str) -> Path | None:
 def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
     state_dict = accelerator.get_state_dict(model)  # collective under FSDP / DeepSpeed: all processes call it
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+        if hasattr(unwrapped, "peft_config"):  # an adapter: keep the adapted model's config (labels, head) beside it
+            base = unwrapped.get_base_model()
+            base.config.architectures = [type(base).__name__]
+            base.config.save_pretrained(folder)
         tokenizer.save_pretrained(folder)
 
 

@@ -97,7 +97,17 @@ class DataSection(Section):
     """Second text of a sentence-pair task (e.g. the hypothesis in NLI)."""
 
     label_column: str = "label"
-    """Column holding the label of a fine-tuning task (strings or integers)."""
+    """Column holding the label of a fine-tuning task: a string or integer class, a float (regression), or
+    a list of labels (multi-label)."""
+
+    label_separator: str = Field(",", min_length=1)
+    """Multi-label: separator of labels given as one string (`sports,politics`); lists need none."""
+
+    tokens_column: str = "tokens"
+    """Token classification: column holding the list of words (CoNLL files are read into `tokens`)."""
+
+    tags_column: str = "tags"
+    """Token classification: column holding the list of tags, one per word (CoNLL: `tags`)."""
 
     max_seq_length: int = Field(128, ge=8)
     """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
@@ -148,12 +158,69 @@ class PretrainSection(Section):
         return self
 
 
-class FinetuneSection(Section):
-    task: Literal["sequence_classification"] = "sequence_classification"
-    """What the model learns: `sequence_classification` (one label per text or text pair)."""
+class LoraSection(Section):
+    r: int = Field(8, ge=1)
+    """Rank of the low-rank update matrices."""
 
-    method: Literal["full"] = "full"
-    """How: `full` trains every parameter."""
+    alpha: int = Field(16, ge=1)
+    """Scaling of the update (lora_alpha); the update is scaled by alpha / r."""
+
+    dropout: float = Field(0.1, ge=0, lt=1)
+    """Dropout on the LoRA path."""
+
+    target_modules: list[str] | None = None
+    """Module names to adapt. Default: PEFT's choice for the architecture (BERT: query, value)."""
+
+
+class PromptSection(Section):
+    type: Literal["prompt_tuning", "prefix_tuning"] = "prompt_tuning"
+    """`prompt_tuning`: trained virtual tokens before the input; `prefix_tuning`: trained key/value
+    prefixes in every layer."""
+
+    num_virtual_tokens: int = Field(20, ge=1)
+    """Number of virtual tokens (they count against the model's positions)."""
+
+
+# Learning rates that work for each method when train.learning_rate is left unset.
+METHOD_LEARNING_RATES = {"full": 5e-5, "freeze": 1e-3, "lora": 1e-3, "prompt": 1e-2}
+
+
+class FinetuneSection(Section):
+    task: Literal["sequence_classification", "regression", "multi_label_classification", "token_classification"] = (
+        "sequence_classification")
+    """What the model learns: `sequence_classification` (one label per text or text pair, cross-entropy),
+    `regression` (one number, MSE), `multi_label_classification` (any number of labels, binary cross-entropy)
+    or `token_classification` (a tag per word, e.g. NER)."""
+
+    method: Literal["full", "freeze", "lora", "prompt"] = "full"
+    """How: `full` trains every parameter; `freeze` trains the head on a frozen encoder (feature
+    extraction; see unfreeze_top_layers); `lora` trains low-rank adapters (PEFT); `prompt` trains
+    virtual prompt tokens (PEFT). Each has its own default learning rate (full 5e-5, freeze 1e-3,
+    lora 1e-3, prompt 1e-2), used when train.learning_rate is not set."""
+
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Multi-label: a label is predicted when its probability is above this."""
+
+    label_all_tokens: bool = False
+    """Token classification: train on every sub-token of a word (the I- form of its tag after the first),
+    not only the first."""
+
+    unfreeze_top_layers: int = Field(0, ge=0)
+    """freeze: also train this many of the encoder's top layers."""
+
+    lora: LoraSection = LoraSection()
+    prompt: PromptSection = PromptSection()
+
+    merge_adapter: bool = False
+    """lora: also write the adapter merged into the base weights at output_dir/merged, a plain
+    transformers model. (Prompt and prefix adapters cannot be merged.)"""
+
+    @model_validator(mode="after")
+    def _merge(self) -> FinetuneSection:
+        if self.merge_adapter and self.method != "lora":
+            raise ValueError(f"merge_adapter needs method lora (method is {self.method}; prompt and prefix "
+                             "adapters cannot be merged into the weights, and full/freeze need no merging)")
+        return self
 
 
 class TrainSection(Section):
@@ -166,8 +233,8 @@ class TrainSection(Section):
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per optimizer step. Global batch = per-device batch x processes x this."""
 
-    learning_rate: float = Field(5e-5, gt=0)
-    """Peak learning rate."""
+    learning_rate: float | None = Field(None, gt=0)
+    """Peak learning rate. Default: the fine-tuning method's (see finetune.method), 5e-5 for pretraining."""
 
     weight_decay: float = Field(0.0, ge=0)
     """Decoupled weight decay, not applied to biases and LayerNorm weights."""
@@ -277,6 +344,19 @@ class Config(Section):
     """Present in a fine-tuning config (finetune, evaluate, infer). A config with neither section is taken
     as a pretraining config by preprocess/pretrain and as a fine-tuning one by the other stages."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learning_rate(cls, raw):
+        """An unset learning rate becomes the method's default, so the saved config shows the value used."""
+        if not isinstance(raw, dict):
+            return raw
+        train = raw.get("train") or {}
+        if not isinstance(train, dict) or train.get("learning_rate") is not None:
+            return raw
+        finetune = raw.get("finetune") if "finetune" in raw else None
+        method = (finetune or {}).get("method", "full") if "finetune" in raw and isinstance(finetune or {}, dict) else None
+        return {**raw, "train": {**train, "learning_rate": METHOD_LEARNING_RATES.get(method, 5e-5)}}
+
     @model_validator(mode="after")
     def _sources(self) -> Config:
         if self.pretrain is not None and self.finetune is not None:
@@ -350,6 +430,8 @@ def _parse_override(item: str) -> tuple[list[str], Any]:
     try:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
+        value = text
+    if value == "" and text.strip():  # a lone `|` or `>` is a YAML block marker; on the command line it means itself
         value = text
     return key.split("."), value
 

@@ -12,13 +12,20 @@ from llmkit.errors import LlmkitError
 HEADS = {
     "masked_lm": "AutoModelForMaskedLM",
     "sequence_classification": "AutoModelForSequenceClassification",
+    "token_classification": "AutoModelForTokenClassification",
 }
+ARCHITECTURE_SUFFIXES = {"masked_lm": "ForMaskedLM", "sequence_classification": "ForSequenceClassification",
+                         "token_classification": "ForTokenClassification"}
+PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
+ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
 
 def has_model(folder: str | os.PathLike) -> bool:
+    """A full model, or a PEFT adapter with the config of the model it adapts."""
     folder = Path(folder)
-    return (folder / "config.json").exists() and any((folder / f).exists() for f in WEIGHT_FILES)
+    return (folder / "config.json").exists() and (
+        any((folder / f).exists() for f in WEIGHT_FILES) or (folder / ADAPTER_CONFIG).exists())
 
 
 def require_model(source: str, key: str = "model.name_or_path") -> str:
@@ -50,6 +57,58 @@ def build_model(cfg: Config, tokenizer, head: str, resume: str | os.PathLike | N
         model = auto.from_config(_new_config(cfg, tokenizer, config_overrides))
     _check_fits(cfg, model.config, tokenizer)
     return model
+
+
+def apply_method(cfg: Config, model, head: str, resume: str | os.PathLike | None = None):
+    """Make only what finetune.method trains trainable: everything (full), the head and the top
+    layers (freeze), LoRA adapters or virtual prompt tokens (PEFT, head included)."""
+    section = cfg.finetune
+    if section.method == "freeze":
+        for name, param in model.base_model.named_parameters():
+            # The pooler feeds the classifier, and is often untrained (sentence-embedding checkpoints): head-side.
+            param.requires_grad = "pooler" in name
+        if section.unfreeze_top_layers:
+            layers = _layer_stack(model.base_model)
+            for layer in layers[len(layers) - section.unfreeze_top_layers:]:
+                for param in layer.parameters():
+                    param.requires_grad = True
+        return model
+    if section.method not in ("lora", "prompt"):
+        return model
+    from peft import LoraConfig, PrefixTuningConfig, PromptTuningConfig, get_peft_model, set_peft_model_state_dict
+
+    if cfg.model.name_or_path is None:
+        raise LlmkitError(f"finetune.method: {section.method} adapts a pretrained model; set model.name_or_path")
+    task_type = PEFT_TASK_TYPES[head]
+    if section.method == "lora":
+        lora = section.lora
+        # PEFT trains the classifier; the pooler in front of it (random after MLM pretraining) trains with it.
+        pooler = ["pooler"] if any(name.split(".")[-1] == "pooler" for name, _ in model.named_modules()) else None
+        peft_config = LoraConfig(task_type=task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                                 target_modules=lora.target_modules, modules_to_save=pooler)
+    elif section.prompt.type == "prefix_tuning":
+        peft_config = PrefixTuningConfig(task_type=task_type, num_virtual_tokens=section.prompt.num_virtual_tokens)
+    else:
+        peft_config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=section.prompt.num_virtual_tokens)
+    try:
+        model = get_peft_model(model, peft_config)
+    except ValueError as e:
+        raise LlmkitError(f"finetune.lora.target_modules: {e}") from None
+    if resume is not None:
+        from safetensors.torch import load_file
+
+        set_peft_model_state_dict(model, load_file(Path(resume) / "adapter_model.safetensors"))
+    return model
+
+
+def _layer_stack(module):
+    """The encoder's repeated blocks: the longest ModuleList inside the base model."""
+    import torch
+
+    stacks = [m for m in module.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not stacks:
+        raise LlmkitError("finetune.unfreeze_top_layers: this architecture has no layer list to unfreeze")
+    return max(stacks, key=len)
 
 
 def _new_config(cfg: Config, tokenizer, overrides: dict):
@@ -95,10 +154,17 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise LlmkitError(f"{key}: cannot load a model config from {source}: {e}") from None
-    suffix = {"masked_lm": "ForMaskedLM", "sequence_classification": "ForSequenceClassification"}[head]
+    suffix = ARCHITECTURE_SUFFIXES[head]
     architectures = config.architectures or []
     if not any(a.endswith(suffix) for a in architectures):
         raise LlmkitError(f"{key}: the model in {path} ({', '.join(architectures) or 'no head'}) has no "
                           f"{head.replace('_', '-')} head; train one first (llmkit "
                           f"{'finetune' if head == 'sequence_classification' else 'pretrain'})")
-    return getattr(transformers, HEADS[head]).from_pretrained(path, trust_remote_code=trust_remote_code)
+    auto = getattr(transformers, HEADS[head])
+    if not (Path(path) / ADAPTER_CONFIG).exists():
+        return auto.from_pretrained(path, trust_remote_code=trust_remote_code)
+    from peft import PeftConfig, PeftModel
+
+    base = PeftConfig.from_pretrained(path).base_model_name_or_path
+    model = auto.from_pretrained(base, config=config, trust_remote_code=trust_remote_code)
+    return PeftModel.from_pretrained(model, path)

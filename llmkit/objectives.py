@@ -14,6 +14,7 @@ import math
 from llmkit.data.batching import pad_inputs
 
 IGNORE_INDEX = -100
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)
 
 
@@ -64,7 +65,7 @@ class MaskedLM:
         import torch.nn.functional as F
 
         labels = batch["labels"]
-        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
+        logits = model(**model_inputs(batch)).logits
         loss_sum = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1),
                                    ignore_index=IGNORE_INDEX, reduction="sum")
         return loss_sum, self.count(batch)
@@ -75,6 +76,10 @@ class MaskedLM:
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
         loss = loss_sum / max(count, 1)
         return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_predicted_tokens": count}
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
 
 
 class SequenceClassification:
@@ -90,22 +95,22 @@ class SequenceClassification:
 
         batch = pad_inputs(rows, self.tokenizer.pad_token_id)
         if "labels" in rows:
-            batch["labels"] = torch.tensor(rows["labels"], dtype=torch.long)
+            batch["labels"] = torch.tensor(rows["labels"])  # int64 class ids; float32 scores or multi-hot rows
         return batch
 
     def count(self, batch):
-        return batch["labels"].new_tensor(len(batch["labels"]))
+        return batch["input_ids"].new_tensor(len(batch["labels"]))
 
-    def _logits(self, model, batch):
-        return model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+    def logits(self, model, batch):
+        return model(**model_inputs(batch)).logits.float()
 
     def loss(self, model, batch):
         import torch.nn.functional as F
 
-        return F.cross_entropy(self._logits(model, batch), batch["labels"], reduction="sum"), self.count(batch)
+        return F.cross_entropy(self.logits(model, batch), batch["labels"], reduction="sum"), self.count(batch)
 
     def eval_outputs(self, model, batch) -> list:
-        predictions = self._logits(model, batch).argmax(-1)
+        predictions = self.logits(model, batch).argmax(-1)
         return list(zip(predictions.tolist(), batch["labels"].tolist()))
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
@@ -113,3 +118,127 @@ class SequenceClassification:
 
         predictions, labels = zip(*outputs) if outputs else ((), ())
         return {"loss": loss_sum / max(count, 1), **classification_metrics(labels, predictions, self.id2label)}
+
+
+class Regression(SequenceClassification):
+    """One number per text (or pair), e.g. STS-B similarity: mean squared error."""
+
+    def __init__(self, tokenizer):
+        super().__init__(tokenizer, {0: "score"})
+
+    def loss(self, model, batch):
+        prediction = self.logits(model, batch).squeeze(-1)
+        return ((prediction - batch["labels"]) ** 2).sum(), self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        return list(zip(self.logits(model, batch).squeeze(-1).tolist(), batch["labels"].tolist()))
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        from llmkit.metrics import regression_metrics
+
+        predictions, labels = zip(*outputs) if outputs else ((), ())
+        return {"loss": loss_sum / max(count, 1), **regression_metrics(labels, predictions)}
+
+
+class MultiLabelClassification(SequenceClassification):
+    """Any number of labels per text: one sigmoid per label (binary cross-entropy), `threshold` decides."""
+
+    def __init__(self, tokenizer, id2label: dict[int, str], threshold: float):
+        super().__init__(tokenizer, id2label)
+        self.threshold = threshold
+
+    def loss(self, model, batch):
+        import torch.nn.functional as F
+
+        logits = self.logits(model, batch)
+        # Summed over labels and averaged per example, so the loop's per-example normalisation applies.
+        loss = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="sum") / logits.shape[-1]
+        return loss, self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        predicted = (self.logits(model, batch).sigmoid() > self.threshold).int()
+        return list(zip(predicted.tolist(), batch["labels"].int().tolist()))
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        from llmkit.metrics import multilabel_metrics
+
+        predictions, labels = zip(*outputs) if outputs else ((), ())
+        return {"loss": loss_sum / max(count, 1), **multilabel_metrics(labels, predictions, self.id2label)}
+
+
+class TokenClassification:
+    """A tag per word (NER): cross-entropy over the sub-tokens that carry a word's tag. Predictions
+    are read at each word's first sub-token; a word without one (dropped by the tokenizer, or cut
+    by truncation) is predicted `O`, so gold sequences are scored whole."""
+
+    head = "token_classification"
+
+    def __init__(self, tokenizer, id2label: dict[int, str]):
+        self.tokenizer, self.id2label = tokenizer, id2label
+        self.outside = next((i for i, name in id2label.items() if name == "O"), None)
+
+    def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        from llmkit.data.batching import pad
+
+        batch = pad_inputs(rows, self.tokenizer.pad_token_id)
+        if "labels" in rows:
+            batch["labels"] = pad(rows["labels"], IGNORE_INDEX)
+            batch["word_ids"] = pad(rows["word_ids"], -1)
+            batch["word_labels"] = pad(rows["word_labels"], IGNORE_INDEX)
+        return batch
+
+    def count(self, batch):
+        return (batch["labels"] != IGNORE_INDEX).sum()
+
+    @staticmethod
+    def logits(model, batch):
+        logits = model(**model_inputs(batch)).logits.float()
+        return logits[:, -batch["input_ids"].shape[1]:]  # prompt tuning prepends virtual tokens; drop their logits
+
+    def loss(self, model, batch):
+        import torch.nn.functional as F
+
+        logits = self.logits(model, batch)
+        loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].view(-1),
+                                   ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss_sum, self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        predicted = self.logits(model, batch).argmax(-1).tolist()
+        outputs = []
+        for row, word_ids in enumerate(batch["word_ids"].tolist()):
+            gold = [t for t in batch["word_labels"][row].tolist() if t != IGNORE_INDEX]
+            words = [self.outside] * len(gold)
+            seen = set()
+            for position, word in enumerate(word_ids):
+                if word >= 0 and word not in seen:
+                    seen.add(word)
+                    words[word] = predicted[row][position]
+            outputs.append(([self.id2label[t] for t in words], [self.id2label[t] for t in gold]))
+        return outputs
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        from llmkit.metrics import entity_metrics
+
+        predictions, labels = zip(*outputs) if outputs else ((), ())
+        return {"loss": loss_sum / max(count, 1), **entity_metrics(list(labels), list(predictions))}
+
+
+# finetune.task -> (model head, transformers problem_type)
+TASK_HEADS = {
+    "sequence_classification": ("sequence_classification", "single_label_classification"),
+    "regression": ("sequence_classification", "regression"),
+    "multi_label_classification": ("sequence_classification", "multi_label_classification"),
+    "token_classification": ("token_classification", None),
+}
+
+
+def finetune_objective(cfg, tokenizer, id2label: dict[int, str]):
+    task = cfg.finetune.task
+    if task == "regression":
+        return Regression(tokenizer)
+    if task == "multi_label_classification":
+        return MultiLabelClassification(tokenizer, id2label, cfg.finetune.threshold)
+    if task == "token_classification":
+        return TokenClassification(tokenizer, id2label)
+    return SequenceClassification(tokenizer, id2label)

@@ -89,8 +89,11 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
         **({"resumed": f"from {resume} at step {state['global_step']:,}"} if resume is not None else {}),
     })
 
+    last_metrics = {}
+
     def eval_now(step: int) -> None:
-        metrics = evaluate(accelerator, model, objective, eval_data, t.per_device_eval_batch_size)
+        nonlocal last_metrics
+        metrics = last_metrics = evaluate(accelerator, model, objective, eval_data, t.per_device_eval_batch_size)
         log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -190,7 +193,7 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
                 window_start = time.perf_counter()  # throughput counts training time only
     progress.close()
     state["finished"] = True
-    return {"model": model, "metrics": state["last_eval"], "state": state}
+    return {"model": model, "metrics": last_metrics or state["last_eval"], "state": state}
 
 
 def _best_metric(t: TrainSection) -> tuple[str, bool]:

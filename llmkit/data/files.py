@@ -14,6 +14,7 @@ from pathlib import Path
 from llmkit.errors import LlmkitError
 
 TEXT_SUFFIXES = {".txt", ".text"}
+CONLL_SUFFIXES = {".conll", ".bio", ".iob", ".iob2"}
 TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 SAMPLE_BY = {"line": "line", "file": "document"}
 
@@ -35,6 +36,10 @@ def read_file(path: str, key: str, document_boundary: str = "line"):
         raise LlmkitError(f"{key}: {path} is empty")
     _check_utf8(path, key, binary=suffix == ".parquet")
 
+    if suffix in CONLL_SUFFIXES:
+        _check_conll(path, key)
+        stat = os.stat(path)
+        return datasets.Dataset.from_generator(_conll_sentences, gen_kwargs={"path": path, "version": (stat.st_size, stat.st_mtime_ns)})
     if suffix in TEXT_SUFFIXES and document_boundary == "blank_line":
         # datasets' own paragraph mode misses blank lines holding spaces (all of WikiText's).
         stat = os.stat(path)
@@ -48,7 +53,7 @@ def read_file(path: str, key: str, document_boundary: str = "line"):
             kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE}
     else:
         raise LlmkitError(f"{key}: {path}: unsupported file type {suffix or '(none)'}; "
-                          "use .txt, .csv, .tsv, .json, .jsonl or .parquet")
+                          "use .txt, .csv, .tsv, .json, .jsonl, .parquet or .conll")
     datasets.disable_progress_bars()
     try:
         dataset = datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
@@ -80,6 +85,41 @@ def iter_texts(dataset, columns: list[str], batch_size: int = 1000):
     for batch in dataset.iter(batch_size=batch_size):
         for column in columns:
             yield from (t for t in batch[column] if t)
+
+
+def _conll_lines(path: str):
+    """(line number, fields) of each non-blank line, and (line number, None) at sentence breaks:
+    blank lines and whitespace-only ones (WNUT-17 separates most sentences with a lone tab)."""
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, start=1):
+            yield number, (line.split() if line.strip() else None)
+
+
+def _check_conll(path: str, key: str) -> None:
+    """Every token line has the same number of fields (at least a token and a tag)."""
+    width = None
+    for number, fields in _conll_lines(path):
+        if fields is None or fields[0] == "-DOCSTART-":
+            continue
+        width = width or len(fields)
+        if len(fields) < 2 or len(fields) != width:
+            raise LlmkitError(f"{key}: {path} line {number}: expected {max(width, 2)} fields (token ... tag), "
+                              f"found {len(fields)}: {' '.join(fields)!r}")
+
+
+def _conll_sentences(path: str, version):
+    """Sentences as {tokens, tags}: the first field is the token, the last the tag."""
+    tokens, tags = [], []
+    for _, fields in _conll_lines(path):
+        if fields is None or fields[0] == "-DOCSTART-":
+            if tokens:
+                yield {"tokens": tokens, "tags": tags}
+                tokens, tags = [], []
+            continue
+        tokens.append(fields[0])
+        tags.append(fields[-1])
+    if tokens:
+        yield {"tokens": tokens, "tags": tags}
 
 
 def _paragraphs(path: str, version):

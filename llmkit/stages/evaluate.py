@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 from llmkit.config import Config
-from llmkit.data.labeled import read_split, tokenize
+from llmkit.data.labeled import encode, read_split
 from llmkit.data.tokenizer import load_tokenizer
 from llmkit.evaluation import evaluate
 from llmkit.modeling import load_trained
-from llmkit.objectives import MaskedLM, SequenceClassification
+from llmkit.objectives import TASK_HEADS, MaskedLM, finetune_objective
 from llmkit.stages.common import make_accelerator, trained_model_source, write_results
 
 
@@ -35,11 +35,12 @@ def run(cfg: Config, split: str) -> dict:
         with accelerator.main_process_first():
             data = evaluation_blocks(cfg, split, tokenizer)
     else:
-        model = load_trained(source, "sequence_classification")
+        model = load_trained(source, TASK_HEADS[cfg.finetune.task][0])
         id2label = {int(i): str(name) for i, name in model.config.id2label.items()}
-        objective = SequenceClassification(tokenizer, id2label)
+        objective = finetune_objective(cfg, tokenizer, id2label)
         rows, path, key = read_split(cfg, split)
-        data = tokenize(cfg, rows, tokenizer, {name: i for i, name in id2label.items()}, path, key)
+        label2id = None if cfg.finetune.task == "regression" else {name: i for i, name in id2label.items()}
+        data = encode(cfg, rows, tokenizer, label2id, path, key)
     model = accelerator.prepare(model)
     results = {"split": split, **evaluate(accelerator, model, objective, data, cfg.train.per_device_eval_batch_size)}
     if accelerator.is_main_process:

@@ -3,8 +3,10 @@
     llmkit infer configs/tiny/finetune.yaml --input texts.txt --output preds.jsonl
     echo "the food was [MASK] ." | llmkit infer configs/tiny/pretrain.yaml --input -
 
-A classifier writes {text, label, score, scores} per input; a masked LM writes, for each mask token
-in the text, its top-k fillers. Inputs are batched by length so little compute goes to padding.
+One line per input, by task: classification {text, label, score, scores}; regression {text, score};
+multi-label {text, labels, scores}; token classification {tokens, tags} (a .txt line is split on
+whitespace into words); masked LM {text, predictions} with the top-k fillers of each mask token.
+Inputs are batched by length so little compute goes to padding.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from llmkit.data.files import read_file, require_columns
 from llmkit.data.tokenizer import load_tokenizer
 from llmkit.errors import LlmkitError
 from llmkit.modeling import load_trained
+from llmkit.objectives import TASK_HEADS
 from llmkit.stages.common import make_accelerator, trained_model_source
 
 
@@ -27,23 +30,36 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     accelerator = make_accelerator(cfg)
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
-    texts, pairs = _read_inputs(cfg, input_path)
-    head = "masked_lm" if cfg.kind == "pretrain" else "sequence_classification"
-    model = load_trained(source, head).to(accelerator.device).eval()
-    predict = _fill_mask if head == "masked_lm" else _classify
-    results: list[dict | None] = [None] * len(texts)
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]) + len(pairs[i] or ""))
+    task = "masked_lm" if cfg.kind == "pretrain" else cfg.finetune.task
+    examples = _read_inputs(cfg, input_path, words=task == "token_classification")
+    model = load_trained(source, "masked_lm" if task == "masked_lm" else TASK_HEADS[task][0])
+    model = model.to(accelerator.device).eval()
+    id2label = {int(k): v for k, v in model.config.id2label.items()}
+    results: list[dict | None] = [None] * len(examples)
+    order = sorted(range(len(examples)), key=lambda i: len(json.dumps(examples[i])))
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(order), batch_size):
             ids = order[start:start + batch_size]
-            batch_pairs = [pairs[i] for i in ids] if pairs[ids[0]] is not None else None
-            encoded = tokenizer([texts[i] for i in ids], batch_pairs, truncation=True,
-                                max_length=cfg.data.max_seq_length, padding=True, return_tensors="pt")
-            encoded = {k: v.to(accelerator.device) for k, v in encoded.items()}
-            logits = model(**encoded).logits.float()
+            batch = [examples[i] for i in ids]
+            if task == "token_classification":
+                encoded = tokenizer([e["tokens"] for e in batch], is_split_into_words=True, truncation=True,
+                                    max_length=cfg.data.max_seq_length, padding=True, return_tensors="pt")
+            else:
+                pairs = [e["text_pair"] for e in batch] if "text_pair" in batch[0] else None
+                encoded = tokenizer([e["text"] for e in batch], pairs, truncation=True,
+                                    max_length=cfg.data.max_seq_length, padding=True, return_tensors="pt")
+            inputs = {k: v.to(accelerator.device) for k, v in encoded.items()}
+            logits = model(**inputs).logits.float()
+            logits = logits[:, -inputs["input_ids"].shape[1]:] if logits.ndim == 3 else logits  # drop virtual tokens
             for row, i in enumerate(ids):
-                results[i] = {"text": texts[i], **({"text_pair": pairs[i]} if pairs[i] is not None else {}),
-                              **predict(model, tokenizer, encoded, logits, row, top_k, i)}
+                if task == "masked_lm":
+                    prediction = _fill_mask(tokenizer, inputs["input_ids"][row], logits[row], top_k, i)
+                elif task == "token_classification":
+                    prediction = _tags(encoded.word_ids(row), logits[row].argmax(-1).tolist(), id2label,
+                                       len(examples[i]["tokens"]))
+                else:
+                    prediction = _classify(task, logits[row], id2label, cfg.finetune.threshold)
+                results[i] = {**examples[i], **prediction}
     out = open(output_path, "w", encoding="utf-8") if output_path and output_path != "-" else sys.stdout
     try:
         for result in results:
@@ -56,28 +72,44 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     return len(results)
 
 
-def _classify(model, tokenizer, encoded, logits, row, top_k, index) -> dict:
-    probabilities = logits[row].softmax(-1).tolist()
-    id2label = model.config.id2label
+def _classify(task: str, logits, id2label: dict[int, str], threshold: float) -> dict:
+    if task == "regression":
+        return {"score": logits[0].item()}
+    if task == "multi_label_classification":
+        probabilities = logits.sigmoid().tolist()
+        return {"labels": [id2label[i] for i, p in enumerate(probabilities) if p > threshold],
+                "scores": {id2label[i]: p for i, p in enumerate(probabilities)}}
+    probabilities = logits.softmax(-1).tolist()
     best = max(range(len(probabilities)), key=probabilities.__getitem__)
     return {"label": id2label[best], "score": probabilities[best],
             "scores": {id2label[i]: p for i, p in enumerate(probabilities)}}
 
 
-def _fill_mask(model, tokenizer, encoded, logits, row, top_k, index) -> dict:
-    positions = (encoded["input_ids"][row] == tokenizer.mask_token_id).nonzero().flatten().tolist()
+def _tags(word_ids: list, predicted: list[int], id2label: dict[int, str], num_words: int) -> dict:
+    """A tag per word from its first sub-token; `O` for a word with none (dropped or truncated)."""
+    tags = ["O"] * num_words
+    seen = set()
+    for position, word in enumerate(word_ids):
+        if word is not None and word not in seen:
+            seen.add(word)
+            tags[word] = id2label[predicted[position]]
+    return {"tags": tags}
+
+
+def _fill_mask(tokenizer, input_ids, logits, top_k: int, index: int) -> dict:
+    positions = (input_ids == tokenizer.mask_token_id).nonzero().flatten().tolist()
     if not positions:
         raise LlmkitError(f"--input: row {index + 1} has no {tokenizer.mask_token} token to fill")
     predictions = []
     for position in positions:
-        scores, token_ids = logits[row, position].softmax(-1).topk(top_k)
+        scores, token_ids = logits[position].softmax(-1).topk(top_k)
         predictions.append([{"token": tokenizer.decode([t]).strip(), "token_id": t, "score": s}
                             for s, t in zip(scores.tolist(), token_ids.tolist())])
     return {"predictions": predictions}
 
 
-def _read_inputs(cfg: Config, input_path: str) -> tuple[list[str], list[str | None]]:
-    """Texts (and second texts for pair tasks): lines of stdin / a .txt file, or columns of a table."""
+def _read_inputs(cfg: Config, input_path: str, words: bool) -> list[dict]:
+    """Examples from the lines of stdin / a .txt file, or from the columns of any data file."""
     if input_path == "-" or Path(input_path).suffix.lower() in (".txt", ".text"):
         if input_path == "-":
             lines = sys.stdin.read().splitlines()
@@ -88,17 +120,22 @@ def _read_inputs(cfg: Config, input_path: str) -> tuple[list[str], list[str | No
                 lines = Path(input_path).read_text(encoding="utf-8").splitlines()
             except UnicodeDecodeError as e:
                 raise LlmkitError(f"--input: {input_path} is not UTF-8 text: {e}") from None
-        texts = [line.strip() for line in lines if line.strip()]
-        if cfg.data.text_pair_column:
+        lines = [line.strip() for line in lines if line.strip()]
+        if not words and cfg.finetune is not None and cfg.data.text_pair_column:
             raise LlmkitError(f"--input: this model reads text pairs ({cfg.data.text_column}, "
                               f"{cfg.data.text_pair_column}); give a .jsonl/.csv/.tsv file with those columns")
-        pairs = [None] * len(texts)
+        examples = [{"tokens": line.split()} if words else {"text": line} for line in lines]
     else:
         dataset = read_file(input_path, "--input")
-        columns = [cfg.data.text_column] + ([cfg.data.text_pair_column] if cfg.data.text_pair_column else [])
-        require_columns(dataset, columns, input_path, "--input")
-        texts = [str(t) for t in dataset[cfg.data.text_column]]
-        pairs = [str(p) for p in dataset[cfg.data.text_pair_column]] if cfg.data.text_pair_column else [None] * len(texts)
-    if not texts:
+        if words:
+            require_columns(dataset, [cfg.data.tokens_column], input_path, "--input")
+            examples = [{"tokens": list(t)} for t in dataset[cfg.data.tokens_column]]
+        else:
+            pair = cfg.data.text_pair_column if cfg.finetune is not None else None
+            require_columns(dataset, [cfg.data.text_column] + ([pair] if pair else []), input_path, "--input")
+            texts = [str(t) for t in dataset[cfg.data.text_column]]
+            examples = ([{"text": t, "text_pair": str(p)} for t, p in zip(texts, dataset[pair])] if pair
+                        else [{"text": t} for t in texts])
+    if not examples:
         raise LlmkitError(f"--input: {input_path} holds no text")
-    return texts, pairs
+    return examples

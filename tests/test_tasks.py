@@ -1,0 +1,235 @@
+"""Every fine-tuning task and method through the CLI, on tiny models and data derived from the sample."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import CONFIGS, REPO, read_jsonl, run_cli
+
+FINETUNE = CONFIGS / "tiny" / "finetune.yaml"
+PRETRAIN = CONFIGS / "tiny" / "pretrain.yaml"
+SAMPLE = REPO / "llmkit" / "sample_data"
+DOMAINS = {"restaurant": ["food", "service", "pasta", "waiter", "soup", "dessert", "coffee", "wine", "pizza", "staff",
+                          "menu", "bread", "steak", "salad"],
+           "hotel": ["room", "bed", "view", "breakfast", "pool", "reception", "location", "shower", "hotel", "lobby"],
+           "film": ["movie", "plot", "acting", "soundtrack", "ending", "script", "director", "cast", "dialogue",
+                    "camera"]}
+ASPECT_WORDS = {w for words in DOMAINS.values() for w in words} | {"list", "work"}
+
+
+def _reviews(split: str, limit: int | None = None) -> list[tuple[str, str]]:
+    lines = (SAMPLE / f"sentiment_{split}.tsv").read_text().splitlines()[1:limit and limit + 1]
+    return [tuple(line.split("\t")) for line in lines]
+
+
+def _domain(text: str) -> str:
+    words = set(text.split())
+    return next(d for d, names in DOMAINS.items() if words & set(names))
+
+
+def ok(result):
+    assert result.exit_code == 0, result.output + (repr(result.exception) if result.exception else "")
+    return result
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """jsonl / CoNLL files for regression, multi-label and NER, from the sample reviews."""
+    root = tmp_path_factory.mktemp("tasks")
+    for split, limit in (("train", 1200), ("dev", 150)):
+        rows = _reviews(split, limit)
+        with (root / f"reg_{split}.jsonl").open("w") as f:
+            for text, label in rows:
+                f.write(json.dumps({"text": text, "score": 4.0 if label == "positive" else 1.0}) + "\n")
+        with (root / f"multi_{split}.jsonl").open("w") as f:
+            for text, label in rows:
+                f.write(json.dumps({"text": text, "label": [label, _domain(text)]}) + "\n")
+        lines = []
+        for n, (text, _) in enumerate(rows):
+            words = text.split()
+            for i, word in enumerate(words):
+                aspect = word in ASPECT_WORDS and words[i - 1] in {"the", "our"} | ASPECT_WORDS
+                tag = ("I-ASPECT" if words[i - 1] in ASPECT_WORDS else "B-ASPECT") if aspect else "O"
+                lines.append(f"{word}\t{tag}")
+            lines.append("\t" if n % 2 else "")  # WNUT-17 style: a lone tab or an empty line between sentences
+        (root / f"ner_{split}.conll").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def _finetune(data: Path, out: Path, *overrides: str):
+    return ok(run_cli("finetune", FINETUNE, f"output_dir={out}", f"data.data_dir={data}", "data.test_file=null",
+                      "train.num_train_epochs=3", *overrides))
+
+
+def test_regression(data, tmp_path):
+    task = ["finetune.task=regression", "data.train_file=reg_train.jsonl", "data.validation_file=reg_dev.jsonl",
+            "data.label_column=score", "train.metric_for_best_model=pearson"]
+    _finetune(data, tmp_path, *task)
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["pearson"] > 0.8 and results["spearman"] > 0.6 and results["loss"] == pytest.approx(results["mse"], rel=1e-4)
+    assert json.loads((tmp_path / "config.json").read_text())["problem_type"] == "regression"
+    ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", *task[:1], "--input", "-", "--output", tmp_path / "p.jsonl",
+               input="the soup was delicious , we loved it .\nthe room was dirty , never again .\n"))
+    good, bad = read_jsonl(tmp_path / "p.jsonl")
+    assert good["score"] > bad["score"] + 1.5
+
+
+def test_multi_label(data, tmp_path):
+    task = ["finetune.task=multi_label_classification", "data.train_file=multi_train.jsonl",
+            "data.validation_file=multi_dev.jsonl", "finetune.threshold=0.4"]
+    _finetune(data, tmp_path, *task)
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["f1_micro"] > 0.7 and set(results["per_class"]) == {"film", "hotel", "negative", "positive",
+                                                                        "restaurant"}
+    ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", *task, "--input", "-", "--output", tmp_path / "p.jsonl",
+               input="the pool was lovely , highly recommended .\n"))
+    prediction = read_jsonl(tmp_path / "p.jsonl")[0]
+    assert "positive" in prediction["labels"] and "negative" not in prediction["labels"]
+    assert set(prediction["scores"]) == {"film", "hotel", "negative", "positive", "restaurant"}
+
+
+def test_multi_label_from_separated_strings(tmp_path):
+    (tmp_path / "m.csv").write_text("text,label\n" + 'the soup was great,"food|good"\nthe bed was hard,bed\n' * 20)
+    _finetune(tmp_path, tmp_path / "out", "finetune.task=multi_label_classification", "data.train_file=m.csv",
+              "data.validation_file=null", "data.label_separator=|", "train.num_train_epochs=1")
+    config = json.loads((tmp_path / "out" / "config.json").read_text())
+    assert sorted(config["label2id"]) == ["bed", "food", "good"]
+
+
+def test_token_classification_from_conll(data, tmp_path):
+    task = ["finetune.task=token_classification", "data.train_file=ner_train.conll", "data.validation_file=ner_dev.conll",
+            "train.metric_for_best_model=f1"]
+    _finetune(data, tmp_path, *task)
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["f1"] > 0.8 and "ASPECT" in results["per_class"]
+    ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", *task, "--input", "-", "--output", tmp_path / "p.jsonl",
+               input="honestly , the wine list was great .\n"))
+    prediction = read_jsonl(tmp_path / "p.jsonl")[0]
+    assert prediction["tokens"][3:5] == ["wine", "list"] and prediction["tags"][3:5] == ["B-ASPECT", "I-ASPECT"]
+
+
+def test_words_without_sub_tokens_or_cut_off_count_as_o():
+    """Gold sequences are scored whole: unseen words are predicted O, never dropped."""
+    import torch
+
+    from llmkit.objectives import TokenClassification
+
+    id2label = {0: "O", 1: "B-X"}
+
+    class Model:
+        def __call__(self, **inputs):  # predicts B-X everywhere
+            return type("Out", (), {"logits": torch.tensor([[[0.0, 1.0]] * 4])})()
+
+    batch = {"input_ids": torch.zeros(1, 4, dtype=torch.long), "attention_mask": torch.ones(1, 4, dtype=torch.long),
+             # [CLS] w0 w2 [SEP]: word 1 has no sub-token, word 3 was truncated away
+             "word_ids": torch.tensor([[-1, 0, 2, -1]]), "word_labels": torch.tensor([[1, 1, 0, 1]])}
+    [(predicted, gold)] = TokenClassification(None, id2label).eval_outputs(Model(), batch)
+    assert gold == ["B-X", "B-X", "O", "B-X"] and predicted == ["B-X", "O", "B-X", "O"]
+
+
+def test_a_conll_line_with_the_wrong_number_of_fields(tmp_path):
+    (tmp_path / "bad.conll").write_text("the\tO\nsoup\tB-ASPECT\n\nwas great\tO\textra\n")
+    result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path / 'out'}", f"data.data_dir={tmp_path}",
+                     "finetune.task=token_classification", "data.train_file=bad.conll", "data.validation_file=null")
+    assert result.exit_code == 2 and "bad.conll line 4: expected 2 fields" in result.output
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("base")
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=30", "train.eval_strategy=no"))
+    return out
+
+
+def _sentiment(pretrained: Path, out: Path, *overrides: str):
+    """A tiny pretrained base learns little through frozen weights; these tests check the mechanics
+    (the real-data benchmarks measure the methods' scores)."""
+    return ok(run_cli("finetune", FINETUNE, f"output_dir={out}", f"model.name_or_path={pretrained}",
+                      "train.learning_rate=0.01", "data.max_train_samples=600", "train.num_train_epochs=2",
+                      "train.logging_steps=5", *overrides))
+
+
+def _loss_falls(out: Path) -> bool:
+    losses = [x["loss"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x]
+    return losses[-1] < losses[0]
+
+
+def test_freeze_trains_only_the_head_and_top_layers(pretrained, tmp_path):
+    from safetensors.torch import load_file
+
+    result = _sentiment(pretrained, tmp_path, "finetune.method=freeze", "finetune.unfreeze_top_layers=1")
+    words = result.output.split("parameters")[1].split()  # "12,345 trainable of 345,678"
+    trainable, total = int(words[0].replace(",", "")), int(words[3].replace(",", ""))
+    assert 0 < trainable < total / 2
+    before, after = load_file(pretrained / "model.safetensors"), load_file(tmp_path / "model.safetensors")
+    name = "bert.encoder.layer.{}.attention.self.query.weight"
+    assert (after[name.format(0)] == before[name.format(0)]).all()  # frozen
+    assert not (after[name.format(1)] == before[name.format(1)]).all()  # the top layer trained
+
+
+def test_each_method_has_its_own_default_learning_rate():
+    from llmkit.config import load_config
+
+    rates = {m: load_config(FINETUNE, ["train.learning_rate=null", f"finetune.method={m}"]).train.learning_rate
+             for m in ("full", "freeze", "lora", "prompt")}
+    assert rates == {"full": 5e-5, "freeze": 1e-3, "lora": 1e-3, "prompt": 1e-2}
+
+
+def test_lora_saves_an_adapter_that_evaluate_infer_and_merge_use(pretrained, tmp_path):
+    _sentiment(pretrained, tmp_path, "finetune.method=lora", "finetune.merge_adapter=true")
+    assert (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
+    assert _loss_falls(tmp_path)
+    accuracy = json.loads((tmp_path / "eval_results.json").read_text())["accuracy"]
+    result = ok(run_cli("evaluate", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pretrained}"))
+    assert json.loads(result.output[result.output.index("{"):])["accuracy"] == pytest.approx(accuracy)
+    ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pretrained}", "--input", "-",
+               "--output", tmp_path / "p.jsonl", input="the soup was delicious , we loved it .\n"))
+    from transformers import pipeline
+
+    merged = pipeline("text-classification", model=str(tmp_path / "merged"))("the soup was delicious , we loved it .")
+    adapter = read_jsonl(tmp_path / "p.jsonl")[0]
+    assert merged[0]["label"] == adapter["label"] and merged[0]["score"] == pytest.approx(adapter["score"], abs=1e-4)
+
+
+def test_prompt_tuning_trains_virtual_tokens(pretrained, tmp_path):
+    _sentiment(pretrained, tmp_path, "finetune.method=prompt", "finetune.prompt.num_virtual_tokens=8",
+               "data.max_seq_length=56")
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
+    assert json.loads((tmp_path / "eval_results.json").read_text())["num_examples"] == 300 and _loss_falls(tmp_path)
+
+
+def test_prompt_adapters_cannot_be_merged():
+    result = run_cli("finetune", FINETUNE, "output_dir=x", "finetune.method=prompt", "finetune.merge_adapter=true")
+    assert result.exit_code == 2 and "prompt and prefix adapters cannot be merged" in result.output
+
+
+def test_lora_run_resumes_exactly(pretrained, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from llmkit.objectives import SequenceClassification
+
+    common = ["finetune.method=lora", "train.learning_rate=0.01", "train.max_steps=8", "train.save_steps=4", "train.logging_steps=1",
+              "train.eval_strategy=no", "train.save_strategy=steps"]
+    _sentiment(pretrained, tmp_path / "baseline", *common)
+    real, calls = SequenceClassification.loss, {"n": 0}
+
+    def loss(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt  # a crash after checkpoint-4
+        return real(self, model, batch)
+
+    monkeypatch.setattr(SequenceClassification, "loss", loss)
+    result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path / 'run'}", f"model.name_or_path={pretrained}",
+                     "data.max_train_samples=600", *common)
+    assert result.exit_code == 130
+    monkeypatch.setattr(SequenceClassification, "loss", real)
+    _sentiment(pretrained, tmp_path / "run", *common, "train.resume_from_checkpoint=latest")
+    losses = lambda d: [x["loss"] for x in read_jsonl(d / "metrics.jsonl") if "loss" in x]  # noqa: E731
+    assert losses(tmp_path / "run") == losses(tmp_path / "baseline")
+    a = load_file(tmp_path / "run" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "baseline" / "adapter_model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
