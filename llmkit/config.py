@@ -112,6 +112,11 @@ class DataSection(Section):
     max_seq_length: int = Field(128, ge=8)
     """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
 
+    skip_bad_rows: bool = False
+    """Fine-tuning: drop rows with an empty text/label, a label training never saw, a non-numeric
+    regression target or unequal token/tag counts, and report how many and why. Off: the first such
+    row stops the run, named."""
+
     max_train_samples: int | None = Field(None, ge=1)
     """Use only the first N training rows (documents when pretraining), for quick runs."""
 

@@ -175,10 +175,12 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
                 state["window"] = {"loss": 0.0, "steps": 0, "tokens": 0}
                 window_start = time.perf_counter()
 
+            pause_start = time.perf_counter()
             last = step + 1 == total_steps
             end_of_epoch = step_in_epoch == per_epoch - 1
-            if eval_data is not None and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0) or (
-                    t.eval_strategy == "epoch" and end_of_epoch)):
+            evaluated = eval_data is not None and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
+                                                   or (t.eval_strategy == "epoch" and end_of_epoch))
+            if evaluated:
                 eval_now(step + 1)
             saved = None
             if not last and ((t.save_strategy == "steps" and (step + 1) % t.save_steps == 0) or (
@@ -189,8 +191,8 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
                 command = " ".join(shlex.quote(a) for a in sys.argv)
                 raise InterruptedRun(f"interrupted at step {step + 1} of {total_steps}; checkpoint saved in {saved}. "
                                      f"Resume with: {command} train.resume_from_checkpoint=latest")
-            if eval_data is not None or saved:
-                window_start = time.perf_counter()  # throughput counts training time only
+            if evaluated or saved:
+                window_start += time.perf_counter() - pause_start  # throughput counts training time only
     progress.close()
     state["finished"] = True
     return {"model": model, "metrics": last_metrics or state["last_eval"], "state": state}

@@ -177,3 +177,16 @@ def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(monkeypat
     from transformers import AutoModelForMaskedLM
 
     assert AutoModelForMaskedLM.from_pretrained(tmp_path / "checkpoint-1") is not None
+
+
+def test_skip_bad_rows_drops_and_reports_them(tmp_path):
+    rows = GOOD + "\tpositive\nso so .\tneutral\n" + "the bed was fine .\tpositive\n"
+    config = _finetune(tmp_path, _file(tmp_path, "t.tsv", GOOD * 10).name, validation=rows)
+    result = run_cli("finetune", config, f"output_dir={tmp_path / 'out'}", "train.max_steps=2",
+                     "data.skip_bad_rows=true")
+    assert result.exit_code == 0, result.output
+    assert ("data.validation_file: skipped 2 of 5 rows" in result.output
+            and "1 x column 'text' is empty" in result.output and "1 x label 'neutral' was not seen" in result.output)
+    import json
+
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["num_examples"] == 3

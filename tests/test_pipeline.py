@@ -173,3 +173,16 @@ def test_each_optimizer_trains(optim, tmp_path):
 def test_evaluate_needs_only_the_file_it_scores(pipeline):
     ok(run_cli("evaluate", FINETUNE, f"output_dir={pipeline / 'classifier'}", "data.train_file=null",
                "data.validation_file=null", "--split", "test"))
+
+
+def test_throughput_counts_training_time_only(tmp_path):
+    """Evaluating every step must neither inflate nor deflate tokens_per_s (it measures training)."""
+    import statistics
+
+    rates = {}
+    for strategy in ("steps", "no"):
+        out = tmp_path / strategy
+        ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=30", "train.logging_steps=10",
+                   f"train.eval_strategy={strategy}", "train.eval_steps=1", "data.max_eval_samples=64"))
+        rates[strategy] = statistics.median(x["tokens_per_s"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x)
+    assert 0.5 < rates["steps"] / rates["no"] < 2, rates

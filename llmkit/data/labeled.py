@@ -38,9 +38,61 @@ def read_split(cfg: Config, split: str, with_labels: bool = True):
     limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
     if limit:
         dataset = dataset.select(range(min(limit, len(dataset))))
-    for column in columns:
-        _check_no_nulls(dataset, column, path, key)
     return dataset, path, key
+
+
+def check_rows(cfg: Config, dataset, label2id: dict[str, int] | None, path: str, key: str):
+    """Rows a task cannot use (empty cells, labels training never saw, non-numeric targets, token/tag
+    counts that differ) stop the run naming the first one, or with data.skip_bad_rows are dropped
+    and reported with their count and reasons. Call with label2id=None on the training split."""
+    from collections import Counter
+
+    task, labels = cfg.finetune.task, label_column(cfg)
+    columns = [c for c in text_columns(cfg) + [labels] if c in dataset.column_names]
+    bad: dict[int, str] = {}
+    for row, values in enumerate(_rows(dataset.select_columns(columns))):
+        reason = next((f"column {c!r} is empty" for c in columns if values[c] is None or values[c] == ""), None)
+        if reason is None and labels in values:
+            reason = _label_problem(cfg, task, values, label2id)
+        if reason is not None:
+            if not cfg.data.skip_bad_rows:
+                raise LlmkitError(f"{key}: {path} row {row + 1}: {reason} (data.skip_bad_rows=true skips such rows)")
+            bad[row] = reason
+    if not bad:
+        return dataset
+    counts = Counter(r.split(" (")[0] for r in bad.values())
+    print(f"{key}: skipped {len(bad)} of {len(dataset)} rows of {path}: "
+          + "; ".join(f"{n} x {reason}" for reason, n in counts.most_common())
+          + f" (first: row {min(bad) + 1})")
+    if len(bad) == len(dataset):
+        raise LlmkitError(f"{key}: {path}: every row was skipped")
+    return dataset.select([i for i in range(len(dataset)) if i not in bad])
+
+
+def _rows(dataset, batch_size: int = 1000):
+    for batch in dataset.iter(batch_size=batch_size):
+        columns = list(batch)
+        for j in range(len(batch[columns[0]])):
+            yield {c: batch[c][j] for c in columns}
+
+
+def _label_problem(cfg: Config, task: str, values: dict, label2id: dict[str, int] | None) -> str | None:
+    value = values[label_column(cfg)]
+    if task == "regression":
+        try:
+            float(value)
+        except (TypeError, ValueError):
+            return f"regression target {value!r} is not a number"
+        return None
+    if task == "token_classification":
+        words = values[cfg.data.tokens_column]
+        if len(words) != len(value):
+            return f"{len(words)} tokens but {len(value)} tags"
+    names = _label_list(cfg, value) if task in ("multi_label_classification", "token_classification") else [str(value)]
+    unseen = [n for n in names if label2id is not None and n not in label2id]
+    if unseen:
+        return f"label {unseen[0]!r} was not seen in training (the model knows {list(label2id)})"
+    return None
 
 
 def label_names(cfg: Config, dataset) -> list[str] | None:
@@ -57,26 +109,26 @@ def label_names(cfg: Config, dataset) -> list[str] | None:
     return sorted(names)
 
 
-def encode(cfg: Config, dataset, tokenizer, label2id: dict[str, int] | None, path: str, key: str):
-    """Tokenized rows with `labels` for the task (none when label2id is None and the task needs it)."""
+def encode(cfg: Config, dataset, tokenizer, label2id: dict[str, int] | None):
+    """Tokenized rows (checked by check_rows) with the task's `labels` when the label column is there."""
     task = cfg.finetune.task
     if task == "token_classification":
-        return _encode_tokens(cfg, dataset, tokenizer, label2id, path, key)
+        return _encode_tokens(cfg, dataset, tokenizer, label2id)
     text, pair, column = cfg.data.text_column, cfg.data.text_pair_column, cfg.data.label_column
     targets = None
     if column in dataset.column_names:
         values = dataset[column]
         if task == "regression":
-            targets = [_number(v, row, path, key) for row, v in enumerate(values)]
+            targets = [float(v) for v in values]
         elif task == "multi_label_classification":
             targets = []
-            for row, value in enumerate(values):
+            for value in values:
                 hot = [0.0] * len(label2id)
                 for name in _label_list(cfg, value):
-                    hot[_label_id(label2id, name, row, path, key)] = 1.0
+                    hot[label2id[name]] = 1.0
                 targets.append(hot)
         else:
-            targets = [_label_id(label2id, str(v), row, path, key) for row, v in enumerate(values)]
+            targets = [label2id[str(v)] for v in values]
 
     def tokenize(batch, indices):
         encoded = tokenizer(batch[text], batch[pair] if pair else None, truncation=True,
@@ -92,7 +144,7 @@ def encode(cfg: Config, dataset, tokenizer, label2id: dict[str, int] | None, pat
                        num_proc=cfg.data.preprocessing_num_workers)
 
 
-def _encode_tokens(cfg: Config, dataset, tokenizer, label2id, path: str, key: str):
+def _encode_tokens(cfg: Config, dataset, tokenizer, label2id):
     """Sub-tokens labelled from their word: the first sub-token gets the word's tag, the others are
     ignored (or, with finetune.label_all_tokens, get the tag's I- form). `word_ids` / `word_labels`
     keep the whole gold sequence, so evaluation scores every word, truncated ones included."""
@@ -102,7 +154,7 @@ def _encode_tokens(cfg: Config, dataset, tokenizer, label2id, path: str, key: st
     with_tags = tags_column in dataset.column_names
     inside = {i: label2id.get("I-" + name[2:], i) for name, i in label2id.items() if name.startswith("B-")}
 
-    def tokenize(batch, indices):
+    def tokenize(batch):
         encoded = tokenizer(batch[words_column], is_split_into_words=True, truncation=True,
                             max_length=cfg.data.max_seq_length)
         out = {"input_ids": encoded["input_ids"], "word_ids": []}
@@ -110,15 +162,12 @@ def _encode_tokens(cfg: Config, dataset, tokenizer, label2id, path: str, key: st
             out["token_type_ids"] = encoded["token_type_ids"]
         if with_tags:
             out["labels"], out["word_labels"] = [], []
-        for i, index in enumerate(indices):
+        for i in range(len(batch[words_column])):
             word_ids = encoded.word_ids(i)
             out["word_ids"].append([-1 if w is None else w for w in word_ids])
             if not with_tags:
                 continue
-            words, tags = batch[words_column][i], batch[tags_column][i]
-            if len(words) != len(tags):
-                raise LlmkitError(f"{key}: {path} row {index + 1}: {len(words)} tokens but {len(tags)} tags")
-            tag_ids = [_label_id(label2id, t, index, path, key) for t in tags]
+            tag_ids = [label2id[t] for t in batch[tags_column][i]]
             labels, previous = [], None
             for word in word_ids:
                 if word is None:
@@ -132,7 +181,7 @@ def _encode_tokens(cfg: Config, dataset, tokenizer, label2id, path: str, key: st
             out["word_labels"].append(tag_ids)
         return out
 
-    return dataset.map(tokenize, batched=True, with_indices=True, remove_columns=dataset.column_names,
+    return dataset.map(tokenize, batched=True, remove_columns=dataset.column_names,
                        num_proc=cfg.data.preprocessing_num_workers)
 
 
@@ -140,29 +189,6 @@ def _label_list(cfg: Config, value) -> list[str]:
     if isinstance(value, (list, tuple)):
         return [str(v) for v in value]
     return [part.strip() for part in str(value).split(cfg.data.label_separator) if part.strip()]
-
-
-def _label_id(label2id: dict[str, int], name: str, row: int, path: str, key: str) -> int:
-    if name not in label2id:
-        raise LlmkitError(f"{key}: {path} row {row + 1}: label {name!r} was not seen in training "
-                          f"(the model knows {list(label2id)})")
-    return label2id[name]
-
-
-def _number(value, row: int, path: str, key: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise LlmkitError(f"{key}: {path} row {row + 1}: regression target {value!r} is not a number") from None
-
-
-def _check_no_nulls(dataset, column: str, path: str, key: str) -> None:
-    import pyarrow.compute as pc
-
-    nulls = pc.is_null(dataset.with_format("arrow")[column])  # the selected rows, not the whole file
-    if pc.any(nulls).as_py():
-        row = pc.index(nulls, True).as_py()
-        raise LlmkitError(f"{key}: {path} row {row + 1}: column {column!r} is empty")
 
 
 def _is_int(text: str) -> bool:

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from llmkit.config import Config
-from llmkit.data.labeled import encode, read_split
+from llmkit.data.labeled import check_rows, encode, read_split
 from llmkit.data.tokenizer import load_tokenizer
 from llmkit.evaluation import evaluate
 from llmkit.modeling import load_trained
@@ -40,7 +40,7 @@ def run(cfg: Config, split: str) -> dict:
         objective = finetune_objective(cfg, tokenizer, id2label)
         rows, path, key = read_split(cfg, split)
         label2id = None if cfg.finetune.task == "regression" else {name: i for i, name in id2label.items()}
-        data = encode(cfg, rows, tokenizer, label2id, path, key)
+        data = encode(cfg, check_rows(cfg, rows, label2id, path, key), tokenizer, label2id)
     model = accelerator.prepare(model)
     results = {"split": split, **evaluate(accelerator, model, objective, data, cfg.train.per_device_eval_batch_size)}
     if accelerator.is_main_process:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from llmkit.config import Config
 from llmkit.data.files import iter_texts
-from llmkit.data.labeled import encode, label_names, read_split, text_columns
+from llmkit.data.labeled import check_rows, encode, label_names, read_split, text_columns
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import apply_method, build_model, load_trained, require_model
 from llmkit.objectives import TASK_HEADS, finetune_objective
@@ -33,16 +33,17 @@ def run(cfg: Config, config_path: str) -> dict:
     head, problem_type = TASK_HEADS[cfg.finetune.task]
     with accelerator.main_process_first():  # tokenizer training and tokenization are cached for the others
         rows, path, key = read_split(cfg, "train")
+        rows = check_rows(cfg, rows, None, path, key)
         columns = text_columns(cfg)
         tokenizer = choose_tokenizer(cfg, lambda: _words(rows, columns), json.dumps([fingerprint_files([path]),
                                                                                      len(rows), columns]))
         names = label_names(cfg, rows)
         label2id = {name: i for i, name in enumerate(names)} if names is not None else None
-        train_data = encode(cfg, rows, tokenizer, label2id, path, key)
+        train_data = encode(cfg, rows, tokenizer, label2id)
         eval_data = None
         if cfg.data.validation_file:
             eval_rows, eval_path, eval_key = read_split(cfg, "validation")
-            eval_data = encode(cfg, eval_rows, tokenizer, label2id, eval_path, eval_key)
+            eval_data = encode(cfg, check_rows(cfg, eval_rows, label2id, eval_path, eval_key), tokenizer, label2id)
     set_seed(cfg.seed)
     id2label = dict(enumerate(names)) if names is not None else {0: "score"}
     labels = {"num_labels": len(id2label), "id2label": id2label, "label2id": {v: k for k, v in id2label.items()}}
