@@ -74,7 +74,7 @@ def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, 
 
 @app.command()
 def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, debug: bool = DEBUG):
-    """Fine-tune a model on a labelled task (sequence classification)."""
+    """Fine-tune on labelled data: classification, regression, multi-label or NER; full, freeze, LoRA or prompt."""
     from llmkit.stages import finetune as stage
 
     _run("finetune", config, overrides, debug, lambda cfg: stage.run(cfg, str(config)))

@@ -9,6 +9,8 @@ token classification rows hold `tokens` and `tags` lists (CoNLL files are read i
 
 from __future__ import annotations
 
+import re
+
 from llmkit.config import Config, data_path
 from llmkit.data.files import read_file, require_columns
 from llmkit.errors import LlmkitError
@@ -60,10 +62,11 @@ def check_rows(cfg: Config, dataset, label2id: dict[str, int] | None, path: str,
             bad[row] = reason
     if not bad:
         return dataset
-    counts = Counter(r.split(" (")[0] for r in bad.values())
+    kinds = Counter(re.sub(r"'[^']*'|\d+", "_", reason.split(" (")[0]) for reason in bad.values())
+    examples = list(dict.fromkeys(reason.split(" (")[0] for reason in bad.values()))[:3]
     print(f"{key}: skipped {len(bad)} of {len(dataset)} rows of {path}: "
-          + "; ".join(f"{n} x {reason}" for reason, n in counts.most_common())
-          + f" (first: row {min(bad) + 1})")
+          + "; ".join(f"{n} x {kind}" for kind, n in kinds.most_common())
+          + f" (first: row {min(bad) + 1}; e.g. {'; '.join(examples)})")
     if len(bad) == len(dataset):
         raise LlmkitError(f"{key}: {path}: every row was skipped")
     return dataset.select([i for i in range(len(dataset)) if i not in bad])
