@@ -194,10 +194,11 @@ def test_lora_saves_an_adapter_that_evaluate_infer_and_merge_use(pretrained, tmp
     assert merged[0]["label"] == adapter["label"] and merged[0]["score"] == pytest.approx(adapter["score"], abs=1e-4)
 
 
-def test_prompt_tuning_trains_virtual_tokens(pretrained, tmp_path):
-    _sentiment(pretrained, tmp_path, "finetune.method=prompt", "finetune.prompt.num_virtual_tokens=8",
-               "data.max_seq_length=56")
-    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == "PROMPT_TUNING"
+@pytest.mark.parametrize("kind", ["prompt_tuning", "prefix_tuning"])
+def test_prompt_tuning_trains_virtual_tokens(kind, pretrained, tmp_path):
+    _sentiment(pretrained, tmp_path, "finetune.method=prompt", f"finetune.prompt.type={kind}",
+               "finetune.prompt.num_virtual_tokens=8", "data.max_seq_length=56")
+    assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == kind.upper()
     assert json.loads((tmp_path / "eval_results.json").read_text())["num_examples"] == 300 and _loss_falls(tmp_path)
 
 
