@@ -37,9 +37,9 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     result = run_cli("pretrain", PRETRAIN, f"output_dir={one}", "train.per_device_train_batch_size=32", *COMMON)
     assert result.exit_code == 0, result.output
     one_lines = read_jsonl(one / "metrics.jsonl")
-    for a, b in zip((x for x in one_lines if "loss" in x), (x for x in two_lines if "loss" in x)):
+    for a, b in zip((x for x in one_lines if "loss" in x), (x for x in two_lines if "loss" in x), strict=True):
         assert abs(a["loss"] - b["loss"]) <= 1e-3 * a["loss"], (a, b)
-    evals = [(x["eval_loss"], y["eval_loss"]) for x, y in zip(one_lines, two_lines) if "eval_loss" in x]
+    evals = [(x["eval_loss"], y["eval_loss"]) for x, y in zip(one_lines, two_lines, strict=True) if "eval_loss" in x]
     assert evals and all(abs(a - b) <= 1e-3 * a for a, b in evals)
 
 

@@ -124,7 +124,7 @@ def test_loss_is_the_same_however_the_global_batch_is_accumulated(tmp_path):
                    f"train.gradient_accumulation_steps={accumulation}", "train.eval_strategy=no", *NO_DROPOUT))
         losses.append([line["loss"] for line in read_jsonl(out / "metrics.jsonl") if "loss" in line])
     assert len(losses[0]) == 4
-    for a, b in zip(*losses):
+    for a, b in zip(*losses, strict=True):
         assert abs(a - b) <= 1e-4 * abs(a)
 
 
