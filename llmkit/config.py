@@ -358,9 +358,10 @@ class Config(Section):
         train = raw.get("train") or {}
         if not isinstance(train, dict) or train.get("learning_rate") is not None:
             return raw
-        finetune = raw.get("finetune") if "finetune" in raw else None
-        method = (finetune or {}).get("method", "full") if "finetune" in raw and isinstance(finetune or {}, dict) else None
-        return {**raw, "train": {**train, "learning_rate": METHOD_LEARNING_RATES.get(method, 5e-5)}}
+        rate = 5e-5  # pretraining, as transformers' TrainingArguments
+        if "finetune" in raw and isinstance(raw["finetune"] or {}, dict):
+            rate = METHOD_LEARNING_RATES.get((raw["finetune"] or {}).get("method", "full"), rate)
+        return {**raw, "train": {**train, "learning_rate": rate}}
 
     @model_validator(mode="after")
     def _sources(self) -> Config:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.config import Config, cache_root, data_path, resolve_path
-from llmkit.data.files import iter_texts, read_file, require_columns
+from llmkit.data.files import first_rows, iter_texts, read_file, require_columns
 from llmkit.data.tokenizer import FORMAT_VERSION, choose_tokenizer, fingerprint_files
 from llmkit.errors import LlmkitError
 
@@ -56,15 +56,11 @@ def evaluation_blocks(cfg: Config, split: str, tokenizer):
     path = data_path(cfg, f"{split}_file")
     if path is not None:
         blocks = _pack(cfg, _documents(cfg, path, key), tokenizer)
-    elif split == "validation" and cfg.data.train_file and (blocks := prepare_corpus(cfg).validation) is not None:
-        pass
     else:
-        raise LlmkitError(f"{key}: required to evaluate on the {split} split")
+        blocks = prepare_corpus(cfg).validation if split == "validation" and cfg.data.train_file else None
+        if blocks is None:
+            raise LlmkitError(f"{key}: required to evaluate on the {split} split")
     return first_rows(blocks, cfg.data.max_eval_samples)
-
-
-def first_rows(dataset, limit: int | None):
-    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
 
 
 def _fingerprint(cfg: Config, train_path: str, validation_path: str | None) -> str:
@@ -94,8 +90,7 @@ def _tokenizer_identity(cfg: Config):
 def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Path) -> None:
     started = time.perf_counter()
     train_docs = _documents(cfg, train_path, "data.train_file")
-    if cfg.data.max_train_samples:
-        train_docs = train_docs.select(range(min(cfg.data.max_train_samples, len(train_docs))))
+    train_docs = first_rows(train_docs, cfg.data.max_train_samples)
     if validation_path is not None:
         validation_docs = _documents(cfg, validation_path, "data.validation_file")
     elif cfg.data.validation_split_percentage > 0 and len(train_docs) >= 2:

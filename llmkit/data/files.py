@@ -80,6 +80,11 @@ def require_columns(dataset, columns: list[str], path: str, key: str) -> None:
         raise LlmkitError(f"{key}: {path} has no column {column!r}{hint}; its columns are {have}")
 
 
+def first_rows(dataset, limit: int | None):
+    """The first `limit` rows (all when None), as Hugging Face's example scripts take max_*_samples."""
+    return dataset.select(range(min(limit, len(dataset)))) if limit else dataset
+
+
 def iter_texts(dataset, columns: list[str], batch_size: int = 1000):
     """Stream the strings of some columns, batch by batch (never the whole column in memory)."""
     for batch in dataset.iter(batch_size=batch_size):

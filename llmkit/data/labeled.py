@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 
 from llmkit.config import Config, data_path
-from llmkit.data.files import read_file, require_columns
+from llmkit.data.files import first_rows, read_file, require_columns
 from llmkit.errors import LlmkitError
 
 SPLIT_KEYS = {"train": "data.train_file", "validation": "data.validation_file", "test": "data.test_file"}
@@ -38,9 +38,7 @@ def read_split(cfg: Config, split: str, with_labels: bool = True):
     columns = text_columns(cfg) + ([label_column(cfg)] if with_labels else [])
     require_columns(dataset, columns, path, key)
     limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
-    if limit:
-        dataset = dataset.select(range(min(limit, len(dataset))))
-    return dataset, path, key
+    return first_rows(dataset, limit), path, key
 
 
 def check_rows(cfg: Config, dataset, label2id: dict[str, int] | None, path: str, key: str):

@@ -7,7 +7,8 @@
 from __future__ import annotations
 
 from llmkit.config import Config
-from llmkit.data.corpus import first_rows, prepare_corpus
+from llmkit.data.corpus import prepare_corpus
+from llmkit.data.files import first_rows
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
