@@ -44,15 +44,29 @@ def find_checkpoint(output_dir: Path, setting: str) -> Path | None:
 
 
 def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
+    """A Hugging Face model folder; for a multi-task model, one complete folder per task (folder/<task>/)."""
+    from llmkit.multitask import MultiTaskModel
+
     state_dict = accelerator.get_state_dict(model)  # collective under FSDP / DeepSpeed: all processes call it
-    if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
-        if hasattr(unwrapped, "peft_config"):  # an adapter: keep the adapted model's config (labels, head) beside it
-            base = unwrapped.get_base_model()
-            base.config.architectures = [type(base).__name__]
-            base.config.save_pretrained(folder)
-        tokenizer.save_pretrained(folder)
+    if not accelerator.is_main_process:
+        return
+    unwrapped = accelerator.unwrap_model(model)
+    if not isinstance(unwrapped, MultiTaskModel):
+        _save_pretrained(unwrapped, state_dict, tokenizer, folder)
+        return
+    for name, task_model in unwrapped.models.items():
+        prefix = f"models.{name}."
+        _save_pretrained(task_model, {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)},
+                         tokenizer, folder / name)
+
+
+def _save_pretrained(model, state_dict: dict, tokenizer, folder: Path) -> None:
+    model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    if hasattr(model, "peft_config"):  # an adapter: keep the adapted model's config (labels, head) beside it
+        base = model.get_base_model()
+        base.config.architectures = [type(base).__name__]
+        base.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
 
 
 def _staging(output_dir: Path, name: str, accelerator) -> Path:
@@ -127,6 +141,8 @@ def save_final(accelerator, model, tokenizer, output_dir: Path, state: dict) -> 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         for path in staging.iterdir():
+            if path.is_dir():  # a multi-task model's folder: an earlier run's is replaced whole
+                shutil.rmtree(output_dir / path.name, ignore_errors=True)
             os.replace(path, output_dir / path.name)
         staging.rmdir()
     accelerator.wait_for_everyone()

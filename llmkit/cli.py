@@ -98,11 +98,12 @@ def infer(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
           output: Optional[str] = typer.Option(None, "--output", "-o", help="JSONL file to write (default: stdout)."),
           batch_size: int = typer.Option(64, "--batch-size", min=1, help="Texts per forward pass."),
           top_k: int = typer.Option(5, "--top-k", min=1, help="Fill-mask: candidates per mask token."),
+          task: Optional[str] = typer.Option(None, "--task", help="Multi-task config: the task to predict."),
           debug: bool = DEBUG):
     """Predict with the trained model: labels and scores, or fill-mask candidates."""
     from llmkit.stages import infer as stage
 
-    _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k))
+    _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k, task))
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import importlib.util
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -109,6 +110,11 @@ class DataSection(Section):
     tags_column: str = "tags"
     """Token classification: column holding the list of tags, one per word (CoNLL: `tags`)."""
 
+    multi_tag_separator: str | None = None
+    """Token classification: read a tag that joins several with this separator as its first one
+    (WNUT-17's test file tags 297 tokens like `B-creative-work,B-location`; `,` here scores all its
+    sentences). Default: such a tag is a label training never saw, which stops the run."""
+
     max_seq_length: int = Field(128, ge=8)
     """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
 
@@ -186,13 +192,29 @@ class PromptSection(Section):
     """Number of virtual tokens (they count against the model's positions)."""
 
 
+TaskName = Literal["sequence_classification", "regression", "multi_label_classification", "token_classification"]
+
+
+class TaskSection(Section):
+    task: TaskName = "sequence_classification"
+    """What this task's head learns (as finetune.task)."""
+
+    proportion: float | None = Field(None, gt=0)
+    """Relative share of the optimizer steps spent on this task (normalised over the tasks; give it
+    for every task or for none). Default: its number of training batches, so that every task is
+    seen about once per epoch."""
+
+    data: DataSection = DataSection()
+    """This task's data keys (train_file, validation_file, text_column, label_column, ...). Keys left
+    out are taken from the top-level `data:` section, which can hold what the tasks share."""
+
+
 # Learning rates that work for each method when train.learning_rate is left unset.
 METHOD_LEARNING_RATES = {"full": 5e-5, "freeze": 1e-3, "lora": 1e-3, "prompt": 1e-2}
 
 
 class FinetuneSection(Section):
-    task: Literal["sequence_classification", "regression", "multi_label_classification", "token_classification"] = (
-        "sequence_classification")
+    task: TaskName = "sequence_classification"
     """What the model learns: `sequence_classification` (one label per text or text pair, cross-entropy),
     `regression` (one number, MSE), `multi_label_classification` (any number of labels, binary cross-entropy)
     or `token_classification` (a tag per word, e.g. NER)."""
@@ -214,17 +236,47 @@ class FinetuneSection(Section):
     """freeze: also train this many of the encoder's top layers."""
 
     lora: LoraSection = LoraSection()
+    """Settings of method `lora`."""
+
     prompt: PromptSection = PromptSection()
+    """Settings of method `prompt`."""
 
     merge_adapter: bool = False
     """lora: also write the adapter merged into the base weights at output_dir/merged, a plain
     transformers model. (Prompt and prefix adapters cannot be merged.)"""
+
+    tasks: dict[str, TaskSection] | None = None
+    """Multi-task fine-tuning: `name: {task, proportion, data}` per task. One encoder is shared and
+    each task gets its own head; every optimizer step trains one task, drawn by `proportion`.
+    Evaluation reports `<name>_<metric>` per task and `loss`, the mean of the tasks' losses. Each task's
+    model is saved as a complete Hugging Face model in output_dir/<name>/; `infer` takes `--task`.
+    Methods full and freeze. Leave finetune.task unset."""
 
     @model_validator(mode="after")
     def _merge(self) -> FinetuneSection:
         if self.merge_adapter and self.method != "lora":
             raise ValueError(f"merge_adapter needs method lora (method is {self.method}; prompt and prefix "
                              "adapters cannot be merged into the weights, and full/freeze need no merging)")
+        return self
+
+    @model_validator(mode="after")
+    def _multi_task(self) -> FinetuneSection:
+        if self.tasks is None:
+            return self
+        if not self.tasks:
+            raise ValueError("tasks: give at least one task, or leave tasks out")
+        if "task" in self.model_fields_set:
+            raise ValueError("give finetune.task (one task) or finetune.tasks (several), not both")
+        if self.method not in ("full", "freeze"):
+            raise ValueError(f"multi-task fine-tuning shares one encoder, trained fully or frozen: method "
+                             f"{self.method} is not supported with tasks (use full or freeze)")
+        given = [entry.proportion is not None for entry in self.tasks.values()]
+        if any(given) and not all(given):
+            raise ValueError("tasks: give every task a proportion, or none (steps then follow each task's "
+                             "number of training batches)")
+        for name in self.tasks:
+            if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+                raise ValueError(f"tasks: {name!r} is also a folder name; use letters, digits, '_' and '-'")
         return self
 
 
@@ -237,6 +289,11 @@ class TrainSection(Section):
 
     gradient_accumulation_steps: int = Field(1, ge=1)
     """Micro-batches per optimizer step. Global batch = per-device batch x processes x this."""
+
+    group_by_length: bool = True
+    """Put examples of similar length in the same batch (sorted within windows of 64 steps of the
+    shuffled data, then the steps shuffled), so little compute goes to padding. Which examples meet
+    is still random, and the order is still a function of (seed, epoch), so resuming stays exact."""
 
     learning_rate: float | None = Field(None, gt=0)
     """Peak learning rate. Default: the fine-tuning method's (see finetune.method), 5e-5 for pretraining."""
@@ -377,6 +434,21 @@ class Config(Section):
     def kind(self) -> Literal["pretrain", "finetune"]:
         return "finetune" if self.finetune is not None else "pretrain"
 
+    def task_configs(self) -> dict[str | None, Config]:
+        """One single-task config per fine-tuning task: {None: self} unless finetune.tasks is set. A
+        task's config has its data merged over the top-level data and output_dir/<name> as output_dir."""
+        if self.finetune is None or self.finetune.tasks is None:
+            return {None: self}
+        configs = {}
+        for name, entry in self.finetune.tasks.items():
+            data = {**self.data.model_dump(), **entry.data.model_dump(exclude_unset=True)}
+            configs[name] = self.model_copy(update={
+                "output_dir": str(Path(self.output_dir) / name),
+                "data": DataSection.model_validate(data),
+                "finetune": self.finetune.model_copy(update={"task": entry.task, "tasks": None}),
+            })
+        return configs
+
 
 # --------------------------------------------------------------------------- loading
 
@@ -481,12 +553,17 @@ def _describe(err: dict, overridden: set[str]) -> str:
 def _suggest(loc: list[str]) -> str | None:
     """Closest valid key to an unknown one, searching its own section first, then all sections."""
     section: type[BaseModel] = Config
+    keyed = False  # the previous key was a `name: section` mapping (finetune.tasks): this part is a name
     for part in loc[:-1]:
+        if keyed:
+            keyed = False
+            continue
         field = section.model_fields.get(part)
         inner = _section_type(field.annotation) if field else None
         if inner is None:
             break
         section = inner
+        keyed = "dict" in str(field.annotation)
     names = list(section.model_fields)
     match = difflib.get_close_matches(loc[-1], names, n=1, cutoff=0.6)
     if match:
@@ -503,6 +580,8 @@ def _section_type(annotation) -> type[BaseModel] | None:
     for arg in getattr(annotation, "__args__", ()):
         if isinstance(arg, type) and issubclass(arg, BaseModel):
             return arg
+        if (inner := _section_type(arg)) is not None:  # dict[str, Section] | None
+            return inner
     return None
 
 

@@ -11,9 +11,11 @@ def evaluate(accelerator, model, objective, dataset, batch_size: int) -> dict:
     import torch
     from accelerate.utils import gather_object
 
-    from llmkit.data.batching import eval_shard
+    from llmkit.data.batching import eval_shard, example_lengths
 
     shard = eval_shard(len(dataset), accelerator.num_processes, accelerator.process_index)
+    # Batches of similar length pad less; outputs are put back in file order before gathering.
+    order = (shard.start + example_lengths(dataset.select(shard)).argsort(kind="stable")).tolist()
     # The bare module: a DDP wrapper would try to sync buffers with processes that have no batch.
     module = accelerator.unwrap_model(model)
     was_training = module.training
@@ -21,15 +23,31 @@ def evaluate(accelerator, model, objective, dataset, batch_size: int) -> dict:
     totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)
     outputs = []
     with torch.no_grad(), accelerator.autocast():
-        for start in range(shard.start, shard.stop, batch_size):
-            ids = list(range(start, min(start + batch_size, shard.stop)))
+        for start in range(0, len(order), batch_size):
+            ids = order[start:start + batch_size]
             batch = {k: v.to(accelerator.device) for k, v in objective.collate(dataset[ids], ids, EVAL_EPOCH).items()}
             loss_sum, count = objective.loss(module, batch)
             totals += torch.stack([loss_sum.double(), count.double()])
-            outputs.extend(objective.eval_outputs(module, batch))
+            outputs.extend(zip(ids, objective.eval_outputs(module, batch)))
     module.train(was_training)
+    outputs = [output for _, output in sorted(outputs, key=lambda pair: pair[0])]
     totals = accelerator.reduce(totals, reduction="sum")
     if accelerator.num_processes > 1:
         outputs = gather_object(outputs)
     metrics = objective.metrics(totals[0].item(), int(totals[1].item()), outputs)
     return {"num_examples": len(dataset), **metrics}
+
+
+def evaluate_tasks(accelerator, model, tasks, batch_size: int) -> dict:
+    """Each task with validation data. In a multi-task run the metrics are named `<task>_<metric>`,
+    and `loss` is the mean of the tasks' losses."""
+    if tasks[0].name is None:
+        return evaluate(accelerator, model, tasks[0].objective, tasks[0].eval_data, batch_size)
+    models = accelerator.unwrap_model(model).models
+    metrics, losses = {}, []
+    for task in tasks:
+        if task.eval_data is not None:
+            result = evaluate(accelerator, models[task.name], task.objective, task.eval_data, batch_size)
+            metrics.update({f"{task.name}_{name}": value for name, value in result.items()})
+            losses.append(result["loss"])
+    return {"loss": sum(losses) / len(losses), **metrics}

@@ -168,3 +168,4 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
     base = PeftConfig.from_pretrained(path).base_model_name_or_path
     model = auto.from_pretrained(base, config=config, trust_remote_code=trust_remote_code)
     return PeftModel.from_pretrained(model, path)
+

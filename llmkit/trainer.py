@@ -9,6 +9,9 @@ not: it weights short batches more).
 Resuming is exact: the data order is a function of (seed, epoch), masks of (seed, epoch, example),
 so step N is reached in O(1); the torch/numpy/python RNG states saved with the checkpoint are put
 back just before the first resumed step, so dropout draws continue as if never interrupted.
+
+Multi-task runs bring one Task per dataset: each step trains one task, drawn by its proportion
+(again a pure function of the seed and the step), through that task's objective and head.
 """
 
 from __future__ import annotations
@@ -20,14 +23,28 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmkit.checkpoint import load_checkpoint, restore_rng, save_checkpoint
 from llmkit.config import TrainSection
-from llmkit.data.batching import epoch_plan, steps_per_epoch
+from llmkit.data.batching import StepPlan, example_lengths, steps_per_epoch
 from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
-from llmkit.evaluation import evaluate
+from llmkit.evaluation import evaluate_tasks
+from llmkit.multitask import TaskForward
 from llmkit.runlog import RunLog, banner
+
+
+@dataclass
+class Task:
+    """What a task brings to the loop. A single-task run has one, without a name."""
+
+    objective: Any
+    train_data: Any
+    eval_data: Any = None
+    name: str | None = None  # multi-task: the model is called, and metrics are named, by it
+    proportion: float | None = None  # multi-task: share of the steps (default: its share of the batches)
 
 
 def build_optimizer(model, train: TrainSection):
@@ -47,7 +64,7 @@ def build_optimizer(model, train: TrainSection):
     return cls(groups, **kwargs)
 
 
-def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, output_dir: Path, log: RunLog,
+def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Path, log: RunLog,
           resume: Path | None = None) -> dict:
     """Run (or continue) the configured steps; returns the model, the last evaluation and the state."""
     import torch
@@ -55,10 +72,14 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
 
     t = cfg.train
     processes, rank, accumulation = accelerator.num_processes, accelerator.process_index, t.gradient_accumulation_steps
-    per_epoch = steps_per_epoch(len(train_data), t.per_device_train_batch_size, processes, accumulation)
-    if per_epoch == 0:
-        raise LlmkitError(f"data.train_file: {len(train_data)} training examples cannot fill one step of "
-                          f"{processes} processes x {accumulation} accumulation steps")
+    task_epochs = [steps_per_epoch(len(task.train_data), t.per_device_train_batch_size, processes, accumulation)
+                   for task in tasks]
+    for task, steps in zip(tasks, task_epochs):
+        if steps == 0:
+            key = f"finetune.tasks.{task.name}.data.train_file" if task.name else "data.train_file"
+            raise LlmkitError(f"{key}: {len(task.train_data)} training examples cannot fill one step of "
+                              f"{processes} processes x {accumulation} accumulation steps")
+    per_epoch = sum(task_epochs)
     total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * per_epoch))
     warmup = t.warmup_steps or math.ceil(t.warmup_ratio * total_steps)
 
@@ -78,9 +99,13 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
                       f"{processes}; training continues but not bitwise as the original run would have")
             state["num_processes"] = processes
 
+    plan = StepPlan([len(task.train_data) for task in tasks], task_epochs,
+                    [task.proportion or n for task, n in zip(tasks, task_epochs)], total_steps, cfg.seed,
+                    t.per_device_train_batch_size, processes, rank, accumulation,
+                    [example_lengths(task.train_data) if t.group_by_length else None for task in tasks])
     global_batch = t.per_device_train_batch_size * processes * accumulation
     banner(log, {
-        "examples": f"{len(train_data):,} train, {len(eval_data) if eval_data is not None else 0:,} validation",
+        **_example_counts(tasks, plan.tasks),
         "batch": f"{t.per_device_train_batch_size} per device x {processes} processes x {accumulation} accumulation = {global_batch}",
         "steps": f"{total_steps:,} ({per_epoch:,} per epoch, {total_steps / per_epoch:.2f} epochs), warmup {warmup}",
         "parameters": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
@@ -93,7 +118,7 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
 
     def eval_now(step: int) -> None:
         nonlocal last_metrics
-        metrics = last_metrics = evaluate(accelerator, model, objective, eval_data, t.per_device_eval_batch_size)
+        metrics = last_metrics = evaluate_tasks(accelerator, model, tasks, t.per_device_eval_batch_size)
         log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
         log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
         state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
@@ -114,30 +139,31 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
                                t.save_total_limit)
 
     progress = _Progress(total_steps, state["global_step"], accelerator.is_main_process)
-    plan, plan_epoch = None, None
+    has_eval = any(task.eval_data is not None for task in tasks)
     first_step = state["global_step"]
     window_start = time.perf_counter()
     model.train()
     with _StopOnSignal() as stop:
         for step in range(first_step, total_steps):
             epoch, step_in_epoch = divmod(step, per_epoch)
-            if plan_epoch != epoch:
-                plan = epoch_plan(len(train_data), cfg.seed, epoch, t.per_device_train_batch_size, processes, rank,
-                                  accumulation)
-                plan_epoch = epoch
+            k, task_epoch, micro_ids = plan(step)
+            task = tasks[k]
+            forward = model if task.name is None else TaskForward(model, task.name)
             if resume is not None and step == first_step and not restore_rng(resume, rank):
                 log.print(f"WARNING: {resume} has no RNG state for process {rank}; dropout draws will differ")
             micro_batches = [
-                {k: v.to(accelerator.device) for k, v in objective.collate(train_data[ids], ids, epoch).items()}
-                for ids in plan[step_in_epoch]
+                {name: v.to(accelerator.device)
+                 for name, v in task.objective.collate(task.train_data[ids], ids, task_epoch).items()}
+                for ids in micro_ids
             ]
-            count = accelerator.reduce(torch.stack([objective.count(b) for b in micro_batches]).sum().double(), "sum")
+            count = accelerator.reduce(torch.stack([task.objective.count(b) for b in micro_batches]).sum().double(),
+                                       "sum")
             totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, input tokens, stop
             for i, batch in enumerate(micro_batches):
                 # Gradients are all-reduced once, after the last micro-batch of the step.
                 sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
                 with sync:
-                    loss_sum, _ = objective.loss(model, batch)
+                    loss_sum, _ = task.objective.loss(forward, batch)
                     accelerator.backward(loss_sum * processes / count.clamp(min=1))
                 totals[:2] += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
             totals[2] = float(stop.requested)
@@ -178,7 +204,7 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
             pause_start = time.perf_counter()
             last = step + 1 == total_steps
             end_of_epoch = step_in_epoch == per_epoch - 1
-            evaluated = eval_data is not None and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
+            evaluated = has_eval and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
                                                    or (t.eval_strategy == "epoch" and end_of_epoch))
             if evaluated:
                 eval_now(step + 1)
@@ -196,6 +222,18 @@ def train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, 
     progress.close()
     state["finished"] = True
     return {"model": model, "metrics": last_metrics or state["last_eval"], "state": state}
+
+
+def _example_counts(tasks: list[Task], schedule) -> dict[str, str]:
+    lines = {}
+    for k, task in enumerate(tasks):
+        validation = len(task.eval_data) if task.eval_data is not None else 0
+        line = f"{len(task.train_data):,} train, {validation:,} validation"
+        if task.name is None:
+            lines["examples"] = line
+        else:
+            lines[f"examples ({task.name})"] = f"{line}, {(schedule == k).mean():.0%} of the steps"
+    return lines
 
 
 def _best_metric(t: TrainSection) -> tuple[str, bool]:

@@ -20,9 +20,15 @@ from pydantic_core import PydanticUndefined  # noqa: E402
 from llmkit.config import Config  # noqa: E402
 
 
-def section_of(field) -> type[BaseModel] | None:  # `pretrain: PretrainSection | None` -> PretrainSection
-    kinds = (field.annotation, *typing.get_args(field.annotation))
-    return next((k for k in kinds if isinstance(k, type) and issubclass(k, BaseModel)), None)
+def section_of(field) -> type[BaseModel] | None:
+    """`pretrain: PretrainSection | None` -> PretrainSection; `tasks: dict[str, TaskSection] | None` -> TaskSection."""
+    kinds = [field.annotation]
+    while kinds:
+        kind = kinds.pop()
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            return kind
+        kinds += typing.get_args(kind)
+    return None
 
 
 def type_name(annotation) -> str:
@@ -44,10 +50,32 @@ def cell(text: str | None) -> str:
     return " ".join((text or "").split()).replace("|", "\\|")
 
 
-def table(prefix: str, fields: dict) -> list[str]:
-    rows = [f"| `{prefix}{name}` | {cell(type_name(f.annotation))} | {default(f.default)} | {cell(f.description)} |"
-            for name, f in fields.items()]
+TOP_SECTIONS = {inner: name for name, f in Config.model_fields.items() if (inner := section_of(f)) is not None}
+
+
+def default_cell(field, nested: bool) -> str:
+    inner = section_of(field)
+    if inner is None:
+        return default(field.default)
+    return f"keys of `{TOP_SECTIONS[inner]}:`" if nested and inner in TOP_SECTIONS else "see below"
+
+
+def table(prefix: str, fields: dict, nested: bool = False) -> list[str]:
+    rows = [f"| `{prefix}{name}` | {cell(type_name(f.annotation))} | {default_cell(f, nested)} | "
+            f"{cell(f.description)} |" for name, f in fields.items()]
     return ["| key | type | default | description |", "|---|---|---|---|", *rows]
+
+
+def section(prefix: str, model: type[BaseModel], description: str | None) -> list[str]:
+    """A section's table, then one for each section nested in it (`finetune.lora`, `finetune.tasks.<name>`)."""
+    lines = ["", f"## `{prefix}:` ({model.__name__})", ""]
+    lines += [cell(description), ""] if description else []
+    lines += table(f"{prefix}.", model.model_fields, nested=True)
+    for name, field in model.model_fields.items():
+        if (inner := section_of(field)) is not None and inner not in TOP_SECTIONS:
+            keyed = typing.get_origin(field.annotation) is dict or "dict[" in str(field.annotation)
+            lines += section(f"{prefix}.{name}" + (".<name>" if keyed else ""), inner, None)
+    return lines
 
 
 def render() -> str:
@@ -57,10 +85,8 @@ def render() -> str:
              "One YAML file per experiment; any key can be overridden on the command line as `key.sub=value`.",
              "", "## Top level", "", *table("", top)]
     for name, field in Config.model_fields.items():
-        if (section := section_of(field)) is not None:
-            lines += ["", f"## `{name}:` ({section.__name__})", ""]
-            lines += [cell(field.description), ""] if field.description else []
-            lines += table(f"{name}.", section.model_fields)
+        if (inner := section_of(field)) is not None:
+            lines += section(name, inner, field.description)
     return "\n".join(lines) + "\n"
 
 

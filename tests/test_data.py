@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -113,8 +114,11 @@ def test_masking_depends_on_the_example_not_the_batch():
 
 @pytest.mark.parametrize("n,per_device,processes,accumulation", [(103, 4, 1, 1), (103, 4, 2, 1), (103, 2, 2, 3),
                                                                   (10, 4, 2, 2)])
-def test_epoch_plan_covers_each_example_at_most_once(n, per_device, processes, accumulation):
-    plans = [batching.epoch_plan(n, 7, 0, per_device, processes, rank, accumulation) for rank in range(processes)]
+@pytest.mark.parametrize("grouped", [False, True])
+def test_epoch_plan_covers_each_example_at_most_once(n, per_device, processes, accumulation, grouped):
+    lengths = np.random.default_rng(0).integers(3, 60, n) if grouped else None
+    plans = [batching.epoch_plan(n, 7, 0, per_device, processes, rank, accumulation, lengths)
+             for rank in range(processes)]
     steps = batching.steps_per_epoch(n, per_device, processes, accumulation)
     assert all(len(plan) == steps for plan in plans)
     seen = [i for plan in plans for step in plan for micro in step for i in micro]
@@ -122,11 +126,27 @@ def test_epoch_plan_covers_each_example_at_most_once(n, per_device, processes, a
     assert all(micro for plan in plans for step in plan for micro in step)  # no process ever gets an empty batch
 
 
-def test_the_global_batch_does_not_depend_on_how_it_is_split():
-    one = batching.epoch_plan(64, 3, 1, 8, 1, 0, 1)
-    two = [batching.epoch_plan(64, 3, 1, 4, 2, rank, 1) for rank in range(2)]
+@pytest.mark.parametrize("lengths", [None, np.arange(64) % 13])
+def test_the_global_batch_does_not_depend_on_how_it_is_split(lengths):
+    one = batching.epoch_plan(64, 3, 1, 8, 1, 0, 1, lengths)
+    two = [batching.epoch_plan(64, 3, 1, 4, 2, rank, 1, lengths) for rank in range(2)]
     for step in range(len(one)):
         assert sorted(one[step][0]) == sorted(two[0][step][0] + two[1][step][0])
+
+
+def test_length_grouping_cuts_padding_and_stays_a_function_of_seed_and_epoch():
+    lengths = np.random.default_rng(1).integers(3, 120, 4000)
+
+    def padded_tokens(plan):
+        return sum(len(micro) * lengths[micro].max() for step in plan for micro in step)
+
+    grouped = batching.epoch_plan(4000, 5, 0, 32, 1, 0, 1, lengths)
+    assert padded_tokens(grouped) < 0.6 * padded_tokens(batching.epoch_plan(4000, 5, 0, 32, 1, 0, 1))
+    assert grouped == batching.epoch_plan(4000, 5, 0, 32, 1, 0, 1, lengths)
+    assert grouped != batching.epoch_plan(4000, 5, 1, 32, 1, 0, 1, lengths)
+    # Steps are shuffled: the first steps are not simply the longest examples.
+    firsts = [lengths[step[0]].max() for step in grouped[:10]]
+    assert min(firsts) < np.percentile(lengths, 75)
 
 
 def test_eval_shards_are_contiguous_and_may_be_empty():

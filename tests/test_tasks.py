@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import CONFIGS, REPO, read_jsonl, run_cli
+from conftest import CONFIGS, REPO, read_jsonl, run_cli, write_config
 
 FINETUNE = CONFIGS / "tiny" / "finetune.yaml"
 PRETRAIN = CONFIGS / "tiny" / "pretrain.yaml"
@@ -80,7 +82,7 @@ def test_regression(data, tmp_path):
 def test_multi_label(data, tmp_path):
     task = ["finetune.task=multi_label_classification", "data.train_file=multi_train.jsonl",
             "data.validation_file=multi_dev.jsonl", "finetune.threshold=0.4"]
-    _finetune(data, tmp_path, *task)
+    _finetune(data, tmp_path, *task, "train.num_train_epochs=5")  # five labels at once: 3 epochs vary by seed
     results = json.loads((tmp_path / "eval_results.json").read_text())
     assert results["f1_micro"] > 0.7 and set(results["per_class"]) == {"film", "hotel", "negative", "positive",
                                                                         "restaurant"}
@@ -109,6 +111,19 @@ def test_token_classification_from_conll(data, tmp_path):
                input="honestly , the wine list was great .\n"))
     prediction = read_jsonl(tmp_path / "p.jsonl")[0]
     assert prediction["tokens"][3:5] == ["wine", "list"] and prediction["tags"][3:5] == ["B-ASPECT", "I-ASPECT"]
+
+    # WNUT-17's test file tags some tokens twice ("B-x,B-y"): refused by default, first tag on request.
+    lines = (data / "ner_dev.conll").read_text().splitlines()
+    first = next(i for i, line in enumerate(lines) if line.endswith("B-ASPECT"))
+    lines[first] += ",I-ASPECT"
+    (tmp_path / "multi.conll").write_text("\n".join(lines) + "\n")
+    test = [f"output_dir={tmp_path}", f"data.data_dir={data}", *task, f"data.test_file={tmp_path / 'multi.conll'}",
+            "--split", "test"]
+    refused = run_cli("evaluate", FINETUNE, *test)
+    assert refused.exit_code == 2 and "'B-ASPECT,I-ASPECT' was not seen in training" in refused.output
+    ok(run_cli("evaluate", FINETUNE, *test, "data.multi_tag_separator=,"))
+    scored = json.loads((tmp_path / "test_results.json").read_text())
+    assert scored["num_examples"] == 150 and scored["f1"] > 0.8
 
 
 def test_words_without_sub_tokens_or_cut_off_count_as_o():
@@ -139,35 +154,41 @@ def test_a_conll_line_with_the_wrong_number_of_fields(tmp_path):
 
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("base")
-    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=30", "train.eval_strategy=no"))
-    return out
+    """An encoder whose features already tell the sample's sentiment apart: fully fine-tuned, then saved
+    without its head. (A tiny MLM-pretrained encoder's frozen features carry no sentiment, so nothing
+    trained on top of them could be seen to learn.) Each method then trains a fresh head on it."""
+    from transformers import AutoModel, AutoTokenizer
+
+    tuned, base = tmp_path_factory.mktemp("tuned"), tmp_path_factory.mktemp("base")
+    ok(run_cli("finetune", FINETUNE, f"output_dir={tuned}", "train.num_train_epochs=2", "train.save_strategy=no"))
+    AutoModel.from_pretrained(tuned).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tuned).save_pretrained(base)
+    return base
 
 
 def _sentiment(pretrained: Path, out: Path, *overrides: str):
-    """A tiny pretrained base learns little through frozen weights; these tests check the mechanics
-    (the real-data benchmarks measure the methods' scores)."""
+    """600 examples, two epochs, at the method's default learning rate."""
     return ok(run_cli("finetune", FINETUNE, f"output_dir={out}", f"model.name_or_path={pretrained}",
-                      "train.learning_rate=0.01", "data.max_train_samples=600", "train.num_train_epochs=2",
+                      "train.learning_rate=null", "data.max_train_samples=600", "train.num_train_epochs=2",
                       "train.logging_steps=5", *overrides))
 
 
-def _loss_falls(out: Path) -> bool:
-    losses = [x["loss"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x]
-    return losses[-1] < losses[0]
+def _accuracy(out: Path) -> float:
+    return json.loads((out / "eval_results.json").read_text())["accuracy"]
 
 
 def test_freeze_trains_only_the_head_and_top_layers(pretrained, tmp_path):
     from safetensors.torch import load_file
 
     result = _sentiment(pretrained, tmp_path, "finetune.method=freeze", "finetune.unfreeze_top_layers=1")
+    assert _accuracy(tmp_path) > 0.85
     words = result.output.split("parameters")[1].split()  # "12,345 trainable of 345,678"
     trainable, total = int(words[0].replace(",", "")), int(words[3].replace(",", ""))
     assert 0 < trainable < total / 2
     before, after = load_file(pretrained / "model.safetensors"), load_file(tmp_path / "model.safetensors")
-    name = "bert.encoder.layer.{}.attention.self.query.weight"
-    assert (after[name.format(0)] == before[name.format(0)]).all()  # frozen
-    assert not (after[name.format(1)] == before[name.format(1)]).all()  # the top layer trained
+    name = "encoder.layer.{}.attention.self.query.weight"  # the base is a bare BertModel; `bert.` in the classifier
+    assert (after["bert." + name.format(0)] == before[name.format(0)]).all()  # frozen
+    assert not (after["bert." + name.format(1)] == before[name.format(1)]).all()  # the top layer trained
 
 
 def test_each_method_has_its_own_default_learning_rate():
@@ -181,8 +202,8 @@ def test_each_method_has_its_own_default_learning_rate():
 def test_lora_saves_an_adapter_that_evaluate_infer_and_merge_use(pretrained, tmp_path):
     _sentiment(pretrained, tmp_path, "finetune.method=lora", "finetune.merge_adapter=true")
     assert (tmp_path / "adapter_config.json").exists() and not (tmp_path / "model.safetensors").exists()
-    assert _loss_falls(tmp_path)
-    accuracy = json.loads((tmp_path / "eval_results.json").read_text())["accuracy"]
+    accuracy = _accuracy(tmp_path)
+    assert accuracy > 0.85
     result = ok(run_cli("evaluate", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pretrained}"))
     assert json.loads(result.output[result.output.index("{"):])["accuracy"] == pytest.approx(accuracy)
     ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pretrained}", "--input", "-",
@@ -199,7 +220,8 @@ def test_prompt_tuning_trains_virtual_tokens(kind, pretrained, tmp_path):
     _sentiment(pretrained, tmp_path, "finetune.method=prompt", f"finetune.prompt.type={kind}",
                "finetune.prompt.num_virtual_tokens=8", "data.max_seq_length=56")
     assert json.loads((tmp_path / "adapter_config.json").read_text())["peft_type"] == kind.upper()
-    assert json.loads((tmp_path / "eval_results.json").read_text())["num_examples"] == 300 and _loss_falls(tmp_path)
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["num_examples"] == 300 and results["accuracy"] > 0.75
 
 
 def test_prompt_adapters_cannot_be_merged():
@@ -234,3 +256,95 @@ def test_lora_run_resumes_exactly(pretrained, tmp_path, monkeypatch):
     a = load_file(tmp_path / "run" / "adapter_model.safetensors")
     b = load_file(tmp_path / "baseline" / "adapter_model.safetensors")
     assert all((a[k] == b[k]).all() for k in a)
+
+
+def _multi_task_config(data: Path, path: Path, **train) -> Path:
+    """Sentiment (the sample's TSV), a 1-5 score and aspect tags: three tasks on one encoder."""
+    write_config(path, "finetune", data={"data_dir": str(data), "text_column": "text", "max_seq_length": 64},
+                        finetune={"method": "full", "tasks": {
+                            "sentiment": {"proportion": 1, "data": {
+                                "data_dir": str(SAMPLE), "train_file": "sentiment_train.tsv",
+                                "validation_file": "sentiment_dev.tsv"}},
+                            "score": {"task": "regression", "proportion": 1, "data": {
+                                "train_file": "reg_train.jsonl", "validation_file": "reg_dev.jsonl",
+                                "label_column": "score"}},
+                            "aspects": {"task": "token_classification", "proportion": 2, "data": {
+                                "train_file": "ner_train.conll", "validation_file": "ner_dev.conll"}}}},
+                        train={"num_train_epochs": 2, "logging_steps": 5, **train})
+    raw = yaml.safe_load(path.read_text())
+    del raw["finetune"]["task"]
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_multi_task_shares_one_encoder_and_reports_each_task(data, tmp_path):
+    from safetensors.torch import load_file
+    from transformers import pipeline
+
+    config = _multi_task_config(data, tmp_path / "mt.yaml", save_strategy="no")
+    out = tmp_path / "out"
+    trained = ok(run_cli("finetune", config, f"output_dir={out}"))
+    results = json.loads((out / "eval_results.json").read_text())
+    assert results["sentiment_accuracy"] > 0.8 and results["score_pearson"] > 0.7 and results["aspects_f1"] > 0.7
+    losses = [results[f"{task}_loss"] for task in ("sentiment", "score", "aspects")]
+    assert results["loss"] == pytest.approx(sum(losses) / 3)
+    # Each task is a complete model; all hold the same encoder.
+    weights = {task: load_file(out / task / "model.safetensors") for task in ("sentiment", "score", "aspects")}
+    encoder = [k for k in weights["sentiment"] if k.startswith(("bert.embeddings.", "bert.encoder."))]
+    assert encoder and all((weights[t][k] == weights["sentiment"][k]).all() for t in weights for k in encoder)
+    classify = pipeline("text-classification", model=str(out / "sentiment"))
+    assert classify("the soup was delicious !")[0]["label"] == "positive"
+    # Steps are drawn 1 : 1 : 2.
+    shares = {task: int(share)
+              for task, share in re.findall(r"examples \((\w+)\).*?(\d+)% of the steps", trained.output)}
+    assert set(shares) == {"sentiment", "score", "aspects"} and 44 <= shares["aspects"] <= 56
+    # evaluate and infer read the same task folders.
+    ok(run_cli("evaluate", config, f"output_dir={out}"))
+    assert json.loads((out / "eval_results.json").read_text())["aspects_f1"] == pytest.approx(results["aspects_f1"])
+    ok(run_cli("infer", config, f"output_dir={out}", "--task", "score", "--input", "-",
+               "--output", tmp_path / "p.jsonl", input="the soup was delicious , we loved it .\nthe room was dirty , never again .\n"))
+    good, bad = read_jsonl(tmp_path / "p.jsonl")
+    assert good["score"] > bad["score"] + 1
+    missing = run_cli("infer", config, f"output_dir={out}", "--input", "-", input="x\n")
+    assert missing.exit_code == 2 and "pick one" in missing.output and "aspects, score, sentiment" in missing.output
+
+
+def test_multi_task_config_errors(data, tmp_path):
+    config = _multi_task_config(data, tmp_path / "mt.yaml")
+    typo = run_cli("finetune", config, "output_dir=x", "finetune.tasks.score.data.lable_column=y")
+    assert typo.exit_code == 2 and "did you mean finetune.tasks.score.data.label_column" in typo.output
+    both = run_cli("finetune", config, "output_dir=x", "finetune.task=regression")
+    assert both.exit_code == 2 and "not both" in both.output
+    lora = run_cli("finetune", config, "output_dir=x", "finetune.method=lora")
+    assert lora.exit_code == 2 and "use full or freeze" in lora.output
+    missing = run_cli("finetune", config, f"output_dir={tmp_path / 'out'}",
+                      "finetune.tasks.score.data.train_file=no.jsonl")
+    assert missing.exit_code == 2 and "finetune.tasks.score.data.train_file" in missing.output
+
+
+def test_multi_task_run_resumes_exactly(data, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    from llmkit.multitask import TaskForward
+
+    config = _multi_task_config(data, tmp_path / "mt.yaml", max_steps=12, save_steps=6, save_strategy="steps",
+                                eval_strategy="no", logging_steps=1)
+    ok(run_cli("finetune", config, f"output_dir={tmp_path / 'baseline'}"))
+    real, calls = TaskForward.__call__, {"n": 0}
+
+    def forward(self, **inputs):
+        calls["n"] += 1
+        if calls["n"] == 9:
+            raise KeyboardInterrupt  # a crash after checkpoint-6
+        return real(self, **inputs)
+
+    monkeypatch.setattr(TaskForward, "__call__", forward)
+    assert run_cli("finetune", config, f"output_dir={tmp_path / 'run'}").exit_code == 130
+    monkeypatch.setattr(TaskForward, "__call__", real)
+    ok(run_cli("finetune", config, f"output_dir={tmp_path / 'run'}", "train.resume_from_checkpoint=latest"))
+    losses = lambda d: [x["loss"] for x in read_jsonl(d / "metrics.jsonl") if "loss" in x]  # noqa: E731
+    assert losses(tmp_path / "run") == losses(tmp_path / "baseline") and len(losses(tmp_path / "run")) == 12
+    for task in ("sentiment", "score", "aspects"):
+        a = load_file(tmp_path / "run" / task / "model.safetensors")
+        b = load_file(tmp_path / "baseline" / task / "model.safetensors")
+        assert all((a[k] == b[k]).all() for k in a)

@@ -5,6 +5,11 @@ and takes its own slice, so no sampler state needs saving and any step can be re
 Each optimizer step takes a global batch of per_device x processes x accumulation examples, cut
 into `processes x accumulation` micro-batches; micro-batch j of process r is piece j*processes + r.
 The epoch's tail becomes one smaller step when every piece gets at least one example.
+
+With lengths given (train.group_by_length), each run of GROUP_STEPS global batches of the shuffled
+order is sorted by length before it is cut into steps, and the full steps are then shuffled: a
+batch holds examples of similar length, so little compute goes to padding, while which examples
+meet in a step is still random and still a pure function of (seed, epoch).
 """
 
 from __future__ import annotations
@@ -17,16 +22,73 @@ def steps_per_epoch(num_examples: int, per_device: int, processes: int, accumula
     return full + (tail >= processes * accumulation)
 
 
+GROUP_STEPS = 64  # global batches sorted together by length: a wider window pads less but mixes less
+
+
 def epoch_plan(num_examples: int, seed: int, epoch: int, per_device: int, processes: int, process_index: int,
-               accumulation: int) -> list[list[list[int]]]:
+               accumulation: int, lengths: np.ndarray | None = None) -> list[list[list[int]]]:
     """This process's micro-batches for every step of `epoch`: plan[step][micro] -> example indices."""
-    order = np.random.default_rng([seed, epoch]).permutation(num_examples)
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(num_examples)
     global_batch = per_device * processes * accumulation
+    steps = steps_per_epoch(num_examples, per_device, processes, accumulation)
+    step_order = np.arange(steps)
+    if lengths is not None:
+        window = GROUP_STEPS * global_batch
+        for start in range(0, num_examples, window):
+            chunk = order[start:start + window]
+            # Longest first within a window; stable, so ties keep the shuffled order.
+            order[start:start + window] = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        full_steps = num_examples // global_batch
+        step_order[:full_steps] = rng.permutation(full_steps)  # the short tail step stays last
     plan = []
-    for step in range(steps_per_epoch(num_examples, per_device, processes, accumulation)):
+    for step in step_order:
         pieces = np.array_split(order[step * global_batch:(step + 1) * global_batch], processes * accumulation)
         plan.append([pieces[j * processes + process_index].tolist() for j in range(accumulation)])
     return plan
+
+
+def task_schedule(seed: int, weights: list[float], total_steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Which task each optimizer step trains (drawn in proportion to `weights`), and how many steps
+    of that task came before it: a pure function of its arguments, so resuming reaches any step."""
+    weights = np.asarray(weights, dtype=float)
+    if len(weights) == 1:
+        tasks = np.zeros(total_steps, dtype=int)
+    else:
+        tasks = np.random.default_rng([seed, len(weights)]).choice(len(weights), total_steps, p=weights / weights.sum())
+    index = np.zeros(total_steps, dtype=int)
+    for task in range(len(weights)):
+        steps = tasks == task
+        index[steps] = np.arange(steps.sum())
+    return tasks, index
+
+
+class StepPlan:
+    """Per optimizer step: the task it trains, that task's epoch, and this process's micro-batches
+    (example ids). A pure function of the arguments and the step; plans are built once per task epoch."""
+
+    def __init__(self, sizes: list[int], task_epochs: list[int], weights: list[float], total_steps: int, seed: int,
+                 per_device: int, processes: int, process_index: int, accumulation: int,
+                 lengths: list[np.ndarray | None]):
+        self.sizes, self.task_epochs, self.seed, self.lengths = sizes, task_epochs, seed, lengths
+        self.layout = (per_device, processes, process_index, accumulation)
+        self.tasks, self.task_steps = task_schedule(seed, weights, total_steps)
+        self._plans = [(None, None)] * len(sizes)  # per task: (epoch, that epoch's plan)
+
+    def __call__(self, step: int) -> tuple[int, int, list[list[int]]]:
+        task = int(self.tasks[step])
+        epoch, index = divmod(int(self.task_steps[step]), self.task_epochs[task])
+        if self._plans[task][0] != epoch:
+            plan = epoch_plan(self.sizes[task], self.seed + task, epoch, *self.layout, self.lengths[task])
+            self._plans[task] = (epoch, plan)
+        return task, epoch, self._plans[task][1][index]
+
+
+def example_lengths(dataset) -> np.ndarray:
+    """Tokens per example, read from the Arrow column without building Python lists."""
+    import pyarrow.compute as pc
+
+    return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_numpy()
 
 
 def eval_shard(num_examples: int, processes: int, process_index: int) -> range:

@@ -28,17 +28,23 @@ def label_column(cfg: Config) -> str:
     return cfg.data.tags_column if cfg.finetune.task == "token_classification" else cfg.data.label_column
 
 
-def read_split(cfg: Config, split: str, with_labels: bool = True):
-    """The raw rows of a split (`train`, `validation`, `test`), first N rows only when configured."""
-    key = SPLIT_KEYS[split]
-    path = data_path(cfg, key.split(".")[1])
+def read_split(cfg: Config, split: str, with_labels: bool = True, task: str | None = None):
+    """The raw rows of a split (`train`, `validation`, `test`), first N rows only when configured.
+    `task`: the name of a multi-task run's task, which errors then name."""
+    key = f"finetune.tasks.{task}.{SPLIT_KEYS[split]}" if task else SPLIT_KEYS[split]
+    path = data_path(cfg, SPLIT_KEYS[split].split(".")[1])
     if path is None:
         raise LlmkitError(f"{key}: required for this stage")
     dataset = read_file(path, key)
     columns = text_columns(cfg) + ([label_column(cfg)] if with_labels else [])
     require_columns(dataset, columns, path, key)
     limit = cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples
-    return first_rows(dataset, limit), path, key
+    dataset = first_rows(dataset, limit)
+    separator = cfg.data.multi_tag_separator
+    if with_labels and separator and cfg.finetune.task == "token_classification":
+        column = cfg.data.tags_column
+        dataset = dataset.map(lambda row: {column: [str(t).split(separator)[0] for t in row[column]]})
+    return dataset, path, key
 
 
 def check_rows(cfg: Config, dataset, label2id: dict[str, int] | None, path: str, key: str):

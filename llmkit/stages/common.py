@@ -26,7 +26,13 @@ def make_accelerator(cfg: Config):
     cpu = cfg.train.use_cpu or not has_gpu
     if cpu and cfg.train.mixed_precision == "fp16":
         raise LlmkitError("train.mixed_precision: fp16 needs a GPU; use bf16 on the CPU")
-    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision)
+    handlers = []
+    if cfg.finetune is not None and cfg.finetune.tasks:
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # A step trains one task: the other tasks' heads get no gradient, which DDP must be told to expect.
+        handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
+    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers)
 
 
 @dataclass
@@ -51,7 +57,7 @@ def plan_run(cfg: Config) -> RunStart:
             print(f"train.resume_from_checkpoint=latest: no checkpoint in {out} yet, starting from scratch")
         return RunStart(out, resume=resume)
     earlier = checkpoints(out)
-    if (earlier or has_model(out)) and not cfg.train.overwrite_output_dir:
+    if (earlier or has_model(out) or finished_state(out)) and not cfg.train.overwrite_output_dir:
         what = f"{len(earlier)} checkpoint(s)" if earlier else "a trained model"
         raise LlmkitError(f"output_dir: {out} already holds {what}; continue it with "
                           "train.resume_from_checkpoint=latest, start over with train.overwrite_output_dir=true, "
@@ -82,8 +88,8 @@ def _check_writable(out: Path, accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
-def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, objective, train_data, eval_data,
-                 tokenizer, start: RunStart) -> dict:
+def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, tasks: list, tokenizer,
+                 start: RunStart) -> dict:
     """Claim output_dir, write the resolved config and run info, train, save the final model."""
     from llmkit.trainer import train
 
@@ -94,10 +100,10 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
         if start.resume is not None:
             _warn_changed_settings(cfg, out / "config.yaml", log)
         save_config(cfg, out / "config.yaml")
-    write_run_info(out, stage, config_path, accelerator, train_examples=len(train_data),
-                   validation_examples=len(eval_data) if eval_data is not None else 0,
+    write_run_info(out, stage, config_path, accelerator, train_examples=sum(len(task.train_data) for task in tasks),
+                   validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
                    resumed_from=str(start.resume) if start.resume else None)
-    result = train(accelerator, cfg, model, objective, train_data, eval_data, tokenizer, out, log, start.resume)
+    result = train(accelerator, cfg, model, tasks, tokenizer, out, log, start.resume)
     save_final(accelerator, result["model"], tokenizer, out, result["state"])
     if result["metrics"] and accelerator.is_main_process:
         write_results(out / "eval_results.json", {"split": "validation", **result["metrics"]})

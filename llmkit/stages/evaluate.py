@@ -24,9 +24,24 @@ def run(cfg: Config, split: str) -> dict:
     from accelerate.utils import set_seed
 
     accelerator = make_accelerator(cfg)
+    set_seed(cfg.seed)
+    configs = cfg.task_configs()
+    if None in configs:
+        results = {"split": split, **_evaluate(accelerator, cfg, split)}
+    else:  # each task's model is scored on its own file, then reported together as in training
+        per_task = {name: _evaluate(accelerator, task_cfg, split, name) for name, task_cfg in configs.items()}
+        results = {"split": split, "loss": sum(r["loss"] for r in per_task.values()) / len(per_task),
+                   **{f"{name}_{k}": v for name, r in per_task.items() for k, v in r.items()}}
+    if accelerator.is_main_process:
+        name = "eval_results.json" if split == "validation" else f"{split}_results.json"
+        write_results(Path(cfg.output_dir) / name, results)
+        print(json.dumps(results, indent=2))
+    return results
+
+
+def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> dict:
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
-    set_seed(cfg.seed)
     if cfg.kind == "pretrain":
         from llmkit.data.corpus import evaluation_blocks
 
@@ -38,13 +53,7 @@ def run(cfg: Config, split: str) -> dict:
         model = load_trained(source, TASK_HEADS[cfg.finetune.task][0])
         id2label = {int(i): str(name) for i, name in model.config.id2label.items()}
         objective = finetune_objective(cfg, tokenizer, id2label)
-        rows, path, key = read_split(cfg, split)
+        rows, path, key = read_split(cfg, split, task=task)
         label2id = None if cfg.finetune.task == "regression" else {name: i for i, name in id2label.items()}
         data = encode(cfg, check_rows(cfg, rows, label2id, path, key), tokenizer, label2id)
-    model = accelerator.prepare(model)
-    results = {"split": split, **evaluate(accelerator, model, objective, data, cfg.train.per_device_eval_batch_size)}
-    if accelerator.is_main_process:
-        name = "eval_results.json" if split == "validation" else f"{split}_results.json"
-        write_results(Path(cfg.output_dir) / name, results)
-        print(json.dumps(results, indent=2))
-    return results
+    return evaluate(accelerator, accelerator.prepare(model), objective, data, cfg.train.per_device_eval_batch_size)

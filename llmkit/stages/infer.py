@@ -24,9 +24,11 @@ from llmkit.objectives import TASK_HEADS
 from llmkit.stages.common import make_accelerator, trained_model_source
 
 
-def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, top_k: int) -> int:
+def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, top_k: int,
+        task_name: str | None = None) -> int:
     import torch
 
+    cfg = _task_config(cfg, task_name)
     accelerator = make_accelerator(cfg)
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
@@ -70,6 +72,18 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     if output_path and output_path != "-":
         print(f"{len(results)} predictions written to {output_path}", file=sys.stderr)
     return len(results)
+
+
+def _task_config(cfg: Config, name: str | None) -> Config:
+    """The config of the task to run: a multi-task config's task is picked with --task."""
+    configs = cfg.task_configs()
+    if name is None and None not in configs:
+        raise LlmkitError(f"--task: this config fine-tunes several tasks ({', '.join(configs)}); pick one")
+    if name is not None and name not in configs:
+        if None in configs:
+            raise LlmkitError("--task: this config fine-tunes one task; leave --task out")
+        raise LlmkitError(f"--task: no task {name!r} here; the tasks are {', '.join(configs)}")
+    return configs[name]
 
 
 def _classify(task: str, logits, id2label: dict[int, str], threshold: float) -> dict:

@@ -12,6 +12,7 @@ from llmkit.data.files import first_rows
 from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
+from llmkit.trainer import Task
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -29,5 +30,5 @@ def run(cfg: Config, config_path: str) -> dict:
     model = build_model(cfg, corpus.tokenizer, "masked_lm", resume=start.resume)
     objective = MaskedLM(corpus.tokenizer, cfg.pretrain, cfg.seed)
     validation = first_rows(corpus.validation, cfg.data.max_eval_samples) if corpus.validation is not None else None
-    return run_training(cfg, config_path, "pretrain", accelerator, model, objective, corpus.train, validation,
+    return run_training(cfg, config_path, "pretrain", accelerator, model, [Task(objective, corpus.train, validation)],
                         corpus.tokenizer, start)
