@@ -1,4 +1,4 @@
-# make install | demo | test | clean        (everything runs from the repo's own .venv)
+# make install | demo | test | bench | clean        (everything runs from the repo's own .venv)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 LLMKIT := $(VENV)/bin/llmkit
@@ -6,7 +6,7 @@ DEMO   := runs/demo
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := true
 
-.PHONY: install demo test clean
+.PHONY: install demo test bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,11 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# llmkit against the Hugging Face peers (Trainer as run_mlm / run_glue set it up, pipeline()), side by side;
+# JSON lines on stdout, a row per benchmark in benchmarks/RESULTS.md. Needs ../shared/data (skips what is missing).
+bench: install
+	$(PY) benchmarks/bench.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -45,19 +45,14 @@ def find_checkpoint(output_dir: Path, setting: str) -> Path | None:
 
 def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
     """A Hugging Face model folder; for a multi-task model, one complete folder per task (folder/<task>/)."""
-    from llmkit.multitask import MultiTaskModel
-
     state_dict = accelerator.get_state_dict(model)  # collective under FSDP / DeepSpeed: all processes call it
     if not accelerator.is_main_process:
         return
     unwrapped = accelerator.unwrap_model(model)
-    if not isinstance(unwrapped, MultiTaskModel):
-        _save_pretrained(unwrapped, state_dict, tokenizer, folder)
-        return
-    for name, task_model in unwrapped.models.items():
-        prefix = f"models.{name}."
-        _save_pretrained(task_model, {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)},
-                         tokenizer, folder / name)
+    targets = unwrapped.hf_models() if hasattr(unwrapped, "hf_models") else {"": ("", unwrapped)}
+    for sub, (prefix, hf_model) in targets.items():
+        own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        _save_pretrained(hf_model, own, tokenizer, folder / sub if sub else folder)
 
 
 def _save_pretrained(model, state_dict: dict, tokenizer, folder: Path) -> None:

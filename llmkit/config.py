@@ -162,6 +162,11 @@ class PretrainSection(Section):
     random_replace_prob: float = Field(0.1, ge=0, le=1)
     """Of the selected tokens, the share replaced by a random token (the rest stay unchanged)."""
 
+    sparse_prediction: bool = True
+    """Run the LM head (transform and vocabulary projection) only on the selected tokens, not on every
+    position: the same loss for a fraction of the head's compute (BERT- and RoBERTa-style heads;
+    other architectures run dense)."""
+
     @model_validator(mode="after")
     def _shares(self) -> PretrainSection:
         if self.mask_replace_prob + self.random_replace_prob > 1:

@@ -62,13 +62,8 @@ class MaskedLM:
         return (batch["labels"] != IGNORE_INDEX).sum()
 
     def loss(self, model, batch):
-        import torch.nn.functional as F
-
-        labels = batch["labels"]
-        logits = model(**model_inputs(batch)).logits
-        loss_sum = F.cross_entropy(logits.view(-1, logits.shape[-1]).float(), labels.view(-1),
-                                   ignore_index=IGNORE_INDEX, reduction="sum")
-        return loss_sum, self.count(batch)
+        """`model` is a wrappers.MaskedLMLoss: its forward is the summed loss of the masked positions."""
+        return model(labels=batch["labels"], **model_inputs(batch)), self.count(batch)
 
     def eval_outputs(self, model, batch) -> list:
         return []

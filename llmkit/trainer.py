@@ -32,7 +32,7 @@ from llmkit.config import TrainSection
 from llmkit.data.batching import StepPlan, example_lengths, steps_per_epoch
 from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
 from llmkit.evaluation import evaluate_tasks
-from llmkit.multitask import TaskForward
+from llmkit.wrappers import TaskForward
 from llmkit.runlog import RunLog, banner
 
 

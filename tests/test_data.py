@@ -152,3 +152,32 @@ def test_length_grouping_cuts_padding_and_stays_a_function_of_seed_and_epoch():
 def test_eval_shards_are_contiguous_and_may_be_empty():
     shards = [batching.eval_shard(3, 4, rank) for rank in range(4)]
     assert [i for s in shards for i in s] == [0, 1, 2] and any(len(s) == 0 for s in shards)
+
+
+@pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
+def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type):
+    """The LM head on masked rows only is a speed-up, never a different objective."""
+    from transformers import AutoConfig, AutoModelForMaskedLM
+
+    from llmkit.wrappers import MaskedLMLoss
+
+    masker, corpus = _masker()
+    batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
+    config = AutoConfig.for_model(model_type, vocab_size=len(corpus.tokenizer), hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=128, max_position_embeddings=80,
+                                  dim=64, n_layers=2, n_heads=2, hidden_dim=128)
+    torch.manual_seed(0)
+    model = AutoModelForMaskedLM.from_config(config).eval()
+    inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask")}
+    results = []
+    for sparse in (True, False):
+        model.zero_grad()
+        loss = MaskedLMLoss(model, sparse)(labels=batch["labels"], **inputs)
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in model.parameters()]))
+    (sparse_loss, sparse_grads), (dense_loss, dense_grads) = results
+    count = (batch["labels"] != IGNORE_INDEX).sum()
+    hf_loss = model(**inputs, labels=batch["labels"]).loss * count  # transformers' own (mean) loss
+    assert torch.allclose(sparse_loss, dense_loss, rtol=1e-5) and torch.allclose(sparse_loss, hf_loss, rtol=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(sparse_grads, dense_grads, strict=True))
+    assert MaskedLMLoss(model).head == {"bert": "cls", "roberta": "lm_head", "distilbert": None}[model_type]

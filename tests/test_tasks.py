@@ -325,7 +325,7 @@ def test_multi_task_config_errors(data, tmp_path):
 def test_multi_task_run_resumes_exactly(data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from llmkit.multitask import TaskForward
+    from llmkit.wrappers import TaskForward
 
     config = _multi_task_config(data, tmp_path / "mt.yaml", max_steps=12, save_steps=6, save_strategy="steps",
                                 eval_strategy="no", logging_steps=1)

@@ -18,6 +18,7 @@ from llmkit.evaluation import evaluate
 from llmkit.modeling import load_trained
 from llmkit.objectives import TASK_HEADS, MaskedLM, finetune_objective
 from llmkit.stages.common import make_accelerator, trained_model_source, write_results
+from llmkit.wrappers import MaskedLMLoss
 
 
 def run(cfg: Config, split: str) -> dict:
@@ -45,7 +46,7 @@ def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> 
     if cfg.kind == "pretrain":
         from llmkit.data.corpus import evaluation_blocks
 
-        model = load_trained(source, "masked_lm")
+        model = MaskedLMLoss(load_trained(source, "masked_lm"), cfg.pretrain.sparse_prediction)
         objective = MaskedLM(tokenizer, cfg.pretrain, cfg.seed)
         with accelerator.main_process_first():
             data = evaluation_blocks(cfg, split, tokenizer)

@@ -13,6 +13,7 @@ from llmkit.modeling import build_model, require_model
 from llmkit.objectives import MaskedLM
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 from llmkit.trainer import Task
+from llmkit.wrappers import MaskedLMLoss
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -27,7 +28,8 @@ def run(cfg: Config, config_path: str) -> dict:
     with accelerator.main_process_first():  # the main process tokenizes; the others read its cache
         corpus = prepare_corpus(cfg)
     set_seed(cfg.seed)
-    model = build_model(cfg, corpus.tokenizer, "masked_lm", resume=start.resume)
+    model = MaskedLMLoss(build_model(cfg, corpus.tokenizer, "masked_lm", resume=start.resume),
+                         cfg.pretrain.sparse_prediction)
     objective = MaskedLM(corpus.tokenizer, cfg.pretrain, cfg.seed)
     validation = first_rows(corpus.validation, cfg.data.max_eval_samples) if corpus.validation is not None else None
     return run_training(cfg, config_path, "pretrain", accelerator, model, [Task(objective, corpus.train, validation)],

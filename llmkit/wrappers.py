@@ -1,0 +1,81 @@
+"""Modules the training loop runs in place of a bare Hugging Face model, each saving as plain HF models.
+
+- MaskedLMLoss: a masked LM whose forward is its summed loss, with the LM head run on masked rows only.
+- MultiTaskModel: every task's model around one shared encoder, called by task name.
+
+Training goes through these modules' forward, so a DDP wrapper sees every forward; `hf_models()`
+says which Hugging Face models to save, and under which state-dict prefix they sit.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from llmkit.errors import LlmkitError
+
+
+IGNORE_INDEX = -100
+LM_HEADS = ("cls", "lm_head")  # the LM head's attribute in BERT- and RoBERTa-style *ForMaskedLM models
+
+
+class MaskedLMLoss(torch.nn.Module):
+    """Summed cross-entropy over the masked positions. With `sparse`, the encoder runs on every token
+    but the LM head (transform + vocabulary projection) only on the ~15% of rows that carry a label,
+    as MosaicBERT and ModernBERT do: the vocabulary matmul is then no longer the largest one. The loss
+    is the same as the dense head's. Architectures without a known head attribute run dense."""
+
+    def __init__(self, model, sparse: bool = True):
+        super().__init__()
+        self.model = model
+        self.head = next((name for name in LM_HEADS if hasattr(model, name)), None) if sparse else None
+
+    def forward(self, labels, **inputs):
+        import torch.nn.functional as F
+
+        selected = labels != IGNORE_INDEX
+        if self.head is None:
+            logits = self.model(**inputs).logits[selected]
+        else:
+            hidden = self.model.base_model(**inputs)[0]
+            logits = getattr(self.model, self.head)(hidden[selected])
+        return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
+
+    def hf_models(self) -> dict:
+        return {"": ("model.", self.model)}
+
+
+class MultiTaskModel(torch.nn.Module):
+    def __init__(self, models: dict):
+        super().__init__()
+        self.models = torch.nn.ModuleDict(models)
+
+    def forward(self, task: str, **inputs):
+        return self.models[task](**inputs)
+
+    def hf_models(self) -> dict:
+        return {name: (f"models.{name}.", model) for name, model in self.models.items()}
+
+
+def share_encoder(models: dict) -> MultiTaskModel:
+    """Give every task model the first one's embeddings and layers. The pooler is not shared: like
+    the head it is task-specific (token classification has none, sentence tasks each train their own)."""
+    first_name, first = next(iter(models.items()))
+    for name, model in models.items():
+        if type(model.base_model) is not type(first.base_model):
+            raise LlmkitError(f"finetune.tasks.{name}: its encoder ({type(model.base_model).__name__}) differs "
+                              f"from task {first_name}'s ({type(first.base_model).__name__})")
+        for part, module in first.base_model.named_children():
+            if part != "pooler" and hasattr(model.base_model, part):
+                setattr(model.base_model, part, module)
+    return MultiTaskModel(models)
+
+
+class TaskForward:
+    """Calls the multi-task model for one task. Training goes through the (DDP-wrapped) top module,
+    so that gradient synchronisation sees every forward."""
+
+    def __init__(self, model, task: str):
+        self.model, self.task = model, task
+
+    def __call__(self, **inputs):
+        return self.model(task=self.task, **inputs)
