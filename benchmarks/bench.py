@@ -63,8 +63,8 @@ def pretrain(repeats: int, steps: int = 30, warmup: int = 5) -> dict | None:
     vocab = _vocab_size()
     tokens = MLM["batch"] * MLM["seq"]
     masked = round(0.15 * tokens)
-    dense = bert_training_flops(MLM["layers"], MLM["hidden"], 4 * MLM["hidden"], vocab, MLM["batch"], MLM["seq"], tokens)
-    sparse = bert_training_flops(MLM["layers"], MLM["hidden"], 4 * MLM["hidden"], vocab, MLM["batch"], MLM["seq"], masked)
+    shape = (MLM["layers"], MLM["hidden"], 4 * MLM["hidden"], vocab, MLM["batch"], MLM["seq"])
+    dense, sparse = bert_training_flops(*shape, lm_rows=tokens), bert_training_flops(*shape, lm_rows=masked)
     peak = {"fp32": matmul_peak("float32"), "bf16": matmul_peak("bfloat16")}
     rate = {name: median(r["tokens_per_s"] for r in results) for name, results in runs.items()}
     flops = {"peer_fp32": dense, "peer_bf16": dense, "llmkit": sparse}
@@ -146,7 +146,8 @@ def finetune(repeats: int, rows: int = 4000, seeds: tuple[int, ...] = (42, 43, 4
     def llmkit_run(seed: int) -> dict:
         out = work / f"llmkit-{seed}"
         _, wall = run(llmkit(*ours, f"output_dir={out}", f"seed={seed}"))
-        return {"seed": seed, "wall_s": wall, "accuracy": json.loads((out / "eval_results.json").read_text())["accuracy"]}
+        accuracy = json.loads((out / "eval_results.json").read_text())["accuracy"]
+        return {"seed": seed, "wall_s": wall, "accuracy": accuracy}
 
     runs = {"peer": [], "llmkit": []}
     for i, seed in enumerate(seeds):  # interleaved: llmkit, peer, llmkit, (peer), ...
@@ -157,16 +158,23 @@ def finetune(repeats: int, rows: int = 4000, seeds: tuple[int, ...] = (42, 43, 4
             emit({"benchmark": "finetune", "contender": key, **runs[key][-1]})
     wall = {key: median(r["wall_s"] for r in results) for key, results in runs.items()}
     accuracy = {key: sum(r["accuracy"] for r in results) / len(results) for key, results in runs.items()}
-    summary = {"benchmark": "finetune", "rows": rows, "epochs": 1, "wall_s": wall, "speedup": wall["peer"] / wall["llmkit"],
+    summary = {"benchmark": "finetune", "rows": rows, "epochs": 1, "wall_s": wall,
+               "speedup": wall["peer"] / wall["llmkit"],
                "mean_accuracy": accuracy, "seeds": {key: [r["seed"] for r in results] for key, results in runs.items()}}
     emit(summary)
     append_result("Fine-tuning wall time (issue 5): SST-2, MiniLM, 4,000 rows, 1 epoch, whole command",
                   ["date", "machine", "wall peer / llmkit", "speedup", "dev accuracy peer / llmkit (mean of seeds)",
                    "command"],
-                  [today(), machine(), f"{wall['peer']:.0f} s / {wall['llmkit']:.0f} s", f"**{summary['speedup']:.1f}x**",
-                   f"{accuracy['peer']:.3f} ({len(runs['peer'])} seed) / {accuracy['llmkit']:.3f} ({len(runs['llmkit'])} seeds)",
+                  [today(), machine(), f"{wall['peer']:.0f} s / {wall['llmkit']:.0f} s",
+                   f"**{summary['speedup']:.1f}x**",
+                   f"{accuracy['peer']:.3f} ({_seeds(runs['peer'])}) / "
+                   f"{accuracy['llmkit']:.3f} ({_seeds(runs['llmkit'])})",
                    f"`python benchmarks/bench.py finetune --repeats {repeats}`"])
     return summary
+
+
+def _seeds(results: list) -> str:
+    return f"{len(results)} seed{'s' if len(results) != 1 else ''}"
 
 
 def infer(repeats: int, copies: int = 5) -> dict | None:
@@ -206,7 +214,8 @@ def infer(repeats: int, copies: int = 5) -> dict | None:
     append_result("Inference throughput (issue 5): SST-2 dev x5 (4,360 sentences), MiniLM classifier, whole command",
                   ["date", "machine", "sentences/s pipeline / pipeline(batch_size=64) / llmkit", "vs pipeline",
                    "vs pipeline(batch_size=64)", "command"],
-                  [today(), machine(), " / ".join(f"{speed[k]:.0f}" for k in ("pipeline", "pipeline_batch64", "llmkit")),
+                  [today(), machine(),
+                   " / ".join(f"{speed[k]:.0f}" for k in ("pipeline", "pipeline_batch64", "llmkit")),
                    f"**{summary['speedup_vs_pipeline']:.1f}x**", f"{summary['speedup_vs_pipeline_batch64']:.1f}x",
                    f"`python benchmarks/bench.py infer --repeats {repeats}`"])
     return summary
@@ -300,9 +309,12 @@ BENCHMARKS = {"pipeline": pipeline, "preprocess": preprocess, "infer": infer, "p
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("names", nargs="*", choices=[*BENCHMARKS, []], default=list(BENCHMARKS))
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("names", nargs="*", metavar="benchmark", help=f"any of {', '.join(BENCHMARKS)} (default: all)")
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each contender (alternated)")
     args = parser.parse_args()
+    unknown = [name for name in args.names if name not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
     for name in args.names or BENCHMARKS:
         BENCHMARKS[name](args.repeats)
     return 0
