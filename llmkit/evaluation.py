@@ -44,10 +44,12 @@ def evaluate_tasks(accelerator, model, tasks, batch_size: int) -> dict:
     if tasks[0].name is None:
         return evaluate(accelerator, model, tasks[0].objective, tasks[0].eval_data, batch_size)
     models = accelerator.unwrap_model(model).models
-    metrics, losses = {}, []
-    for task in tasks:
-        if task.eval_data is not None:
-            result = evaluate(accelerator, models[task.name], task.objective, task.eval_data, batch_size)
-            metrics.update({f"{task.name}_{name}": value for name, value in result.items()})
-            losses.append(result["loss"])
-    return {"loss": sum(losses) / len(losses), **metrics}
+    return combine_tasks({task.name: evaluate(accelerator, models[task.name], task.objective, task.eval_data,
+                                              batch_size)
+                          for task in tasks if task.eval_data is not None})
+
+
+def combine_tasks(results: dict[str, dict]) -> dict:
+    """Several tasks' metrics as one record: `<task>_<metric>`, and `loss`, the mean of their losses."""
+    return {"loss": sum(r["loss"] for r in results.values()) / len(results),
+            **{f"{task}_{name}": value for task, r in results.items() for name, value in r.items()}}

@@ -32,8 +32,8 @@ from llmkit.config import TrainSection
 from llmkit.data.batching import StepPlan, example_lengths, steps_per_epoch
 from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
 from llmkit.evaluation import evaluate_tasks
-from llmkit.wrappers import TaskForward
 from llmkit.runlog import RunLog, banner
+from llmkit.wrappers import TaskForward
 
 
 @dataclass
@@ -205,7 +205,7 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
             last = step + 1 == total_steps
             end_of_epoch = step_in_epoch == per_epoch - 1
             evaluated = has_eval and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
-                                                   or (t.eval_strategy == "epoch" and end_of_epoch))
+                                      or (t.eval_strategy == "epoch" and end_of_epoch))
             if evaluated:
                 eval_now(step + 1)
             saved = None

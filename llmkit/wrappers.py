@@ -10,11 +10,11 @@ says which Hugging Face models to save, and under which state-dict prefix they s
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 from llmkit.errors import LlmkitError
+from llmkit.objectives import IGNORE_INDEX
 
-
-IGNORE_INDEX = -100
 LM_HEADS = ("cls", "lm_head")  # the LM head's attribute in BERT- and RoBERTa-style *ForMaskedLM models
 
 
@@ -30,8 +30,6 @@ class MaskedLMLoss(torch.nn.Module):
         self.head = next((name for name in LM_HEADS if hasattr(model, name)), None) if sparse else None
 
     def forward(self, labels, **inputs):
-        import torch.nn.functional as F
-
         selected = labels != IGNORE_INDEX
         if self.head is None:
             logits = self.model(**inputs).logits[selected]

@@ -14,7 +14,7 @@ from pathlib import Path
 from llmkit.config import Config
 from llmkit.data.labeled import check_rows, encode, read_split
 from llmkit.data.tokenizer import load_tokenizer
-from llmkit.evaluation import evaluate
+from llmkit.evaluation import combine_tasks, evaluate
 from llmkit.modeling import load_trained
 from llmkit.objectives import TASK_HEADS, MaskedLM, finetune_objective
 from llmkit.stages.common import make_accelerator, trained_model_source, write_results
@@ -30,9 +30,8 @@ def run(cfg: Config, split: str) -> dict:
     if None in configs:
         results = {"split": split, **_evaluate(accelerator, cfg, split)}
     else:  # each task's model is scored on its own file, then reported together as in training
-        per_task = {name: _evaluate(accelerator, task_cfg, split, name) for name, task_cfg in configs.items()}
-        results = {"split": split, "loss": sum(r["loss"] for r in per_task.values()) / len(per_task),
-                   **{f"{name}_{k}": v for name, r in per_task.items() for k, v in r.items()}}
+        results = {"split": split, **combine_tasks({name: _evaluate(accelerator, task_cfg, split, name)
+                                                    for name, task_cfg in configs.items()})}
     if accelerator.is_main_process:
         name = "eval_results.json" if split == "validation" else f"{split}_results.json"
         write_results(Path(cfg.output_dir) / name, results)

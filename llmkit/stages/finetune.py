@@ -15,10 +15,10 @@ from llmkit.data.files import iter_texts
 from llmkit.data.labeled import check_rows, encode, label_names, read_split, text_columns
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import apply_method, build_model, load_trained, require_model
-from llmkit.wrappers import share_encoder
 from llmkit.objectives import TASK_HEADS, finetune_objective
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 from llmkit.trainer import Task
+from llmkit.wrappers import share_encoder
 
 ADAPTER_METHODS = ("lora", "prompt")
 
