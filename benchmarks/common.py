@@ -127,8 +127,10 @@ def append_result(section: str, header: list[str], row: list) -> None:
         start = text.index(title)
         end = text.find("\n## ", start + len(title))
         end = len(text) if end < 0 else end
-        block = text[start:end].rstrip("\n") + "\n" + line + "\n"
-        text = text[:start] + block + ("\n" + text[end:].lstrip("\n") if end < len(text) else "")
+        lines = text[start:end].split("\n")
+        last_row = max(i for i, row in enumerate(lines) if row.startswith("|"))  # notes may follow the table
+        lines.insert(last_row + 1, line)
+        text = text[:start] + "\n".join(lines) + text[end:]
     RESULTS.write_text(text)
 
 

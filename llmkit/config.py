@@ -141,7 +141,9 @@ class DataSection(Section):
     """Pretraining: drop exact duplicate documents (after stripping whitespace)."""
 
     preprocessing_num_workers: int | None = Field(None, ge=1)
-    """Processes that tokenize in parallel. Default: one per CPU core, at most 8."""
+    """Fine-tuning: processes that tokenize the labelled rows in parallel. Default: the main process
+    alone, as a fast tokenizer already spreads each batch over every core (a pretraining corpus is
+    always tokenized that way)."""
 
     cache_dir: str | None = None
     """Where packed pretraining corpora and trained tokenizers are cached, keyed by a fingerprint of the
@@ -328,6 +330,12 @@ class TrainSection(Section):
     max_steps: int = -1
     """Optimizer steps to run; a positive value overrides num_train_epochs."""
 
+    max_time: Annotated[str | None, BeforeValidator(lambda v: str(v) if isinstance(v, (int, float)) else v)] = None
+    """Wall-clock budget of the training loop, e.g. `30m`, `2h`, `1h30m`, `90s` (a bare number is
+    seconds). The run stops after the step that reaches it, then evaluates and saves like a finished
+    run, whatever max_steps / num_train_epochs say; time spent before a resume counts. The learning-rate
+    schedule still follows max_steps / num_train_epochs: set them near what fits for it to decay."""
+
     lr_scheduler_type: Literal[
         "linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup", "inverse_sqrt"
     ] = "linear"
@@ -390,7 +398,19 @@ class TrainSection(Section):
     def _max_steps(self) -> TrainSection:
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("max_steps must be a positive number of steps, or -1 to use num_train_epochs")
+        self.max_seconds  # noqa: B018 - fails on a malformed max_time
         return self
+
+    @property
+    def max_seconds(self) -> float | None:
+        """max_time in seconds."""
+        if self.max_time is None:
+            return None
+        match = re.fullmatch(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?", self.max_time.strip())
+        seconds = sum(float(v) * unit for v, unit in zip(match.groups(), (3600, 60, 1)) if v) if match else 0
+        if seconds <= 0:
+            raise ValueError(f"max_time: {self.max_time!r} is not a positive duration like 30m, 2h, 1h30m or 90s")
+        return seconds
 
 
 class Config(Section):

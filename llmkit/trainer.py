@@ -90,7 +90,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
 
     state = {"global_step": 0, "total_steps": total_steps, "num_processes": processes, "seed": cfg.seed,
              "window": {"loss": 0.0, "steps": 0, "tokens": 0}, "best_metric": None, "best_step": None,
-             "best_checkpoint": None, "last_eval": {}, "skipped_steps": 0, "finished": False}
+             "best_checkpoint": None, "last_eval": {}, "skipped_steps": 0, "finished": False,
+             "train_seconds": 0.0, "stopped_by": None}
     if resume is not None:
         state.update(load_checkpoint(accelerator, resume, optimizer, scheduler), total_steps=total_steps)
         _truncate_log(log, state["global_step"])
@@ -141,6 +142,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
     progress = _Progress(total_steps, state["global_step"], accelerator.is_main_process)
     has_eval = any(task.eval_data is not None for task in tasks)
     first_step = state["global_step"]
+    budget = t.max_seconds
+    clock = time.perf_counter() - state["train_seconds"]  # training time so far includes the resumed runs'
     window_start = time.perf_counter()
     model.train()
     with _StopOnSignal() as stop:
@@ -158,7 +161,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
             ]
             count = accelerator.reduce(torch.stack([task.objective.count(b) for b in micro_batches]).sum().double(),
                                        "sum")
-            totals = torch.zeros(3, dtype=torch.float64, device=accelerator.device)  # loss sum, input tokens, stop
+            # loss sum, input tokens, stop requested, out of time
+            totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
             for i, batch in enumerate(micro_batches):
                 # Gradients are all-reduced once, after the last micro-batch of the step.
                 sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
@@ -167,6 +171,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
                     accelerator.backward(loss_sum * processes / count.clamp(min=1))
                 totals[:2] += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
             totals[2] = float(stop.requested)
+            state["train_seconds"] = time.perf_counter() - clock
+            totals[3] = float(budget is not None and state["train_seconds"] >= budget)
             totals = accelerator.reduce(totals, "sum")  # every process sees the same loss and stop request
             loss = (totals[0] / count.clamp(min=1)).item()
             grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
@@ -190,7 +196,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
                 window["loss"] += loss
                 window["steps"] += 1
             window["tokens"] += int(totals[1].item())
-            if window["steps"] and (step + 1) % t.logging_steps == 0 or step + 1 == total_steps:
+            last = step + 1 == total_steps or totals[3] > 0  # any process's clock: all stop at the same step
+            if window["steps"] and (step + 1) % t.logging_steps == 0 or last:
                 elapsed = time.perf_counter() - window_start
                 record = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 4),
                           "loss": window["loss"] / max(window["steps"], 1), "learning_rate": scheduler.get_last_lr()[0],
@@ -202,7 +209,9 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
                 window_start = time.perf_counter()
 
             pause_start = time.perf_counter()
-            last = step + 1 == total_steps
+            if last and step + 1 < total_steps:
+                state["stopped_by"] = "max_time"
+                log.print(f"train.max_time {t.max_time} reached at step {step + 1} of {total_steps}")
             end_of_epoch = step_in_epoch == per_epoch - 1
             evaluated = has_eval and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
                                       or (t.eval_strategy == "epoch" and end_of_epoch))
@@ -219,6 +228,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
                                      f"Resume with: {command} train.resume_from_checkpoint=latest")
             if evaluated or saved:
                 window_start += time.perf_counter() - pause_start  # throughput counts training time only
+            if last:
+                break
     progress.close()
     state["finished"] = True
     return {"model": model, "metrics": last_metrics or state["last_eval"], "state": state}

@@ -9,7 +9,8 @@ import torch
 from conftest import CONFIGS
 from llmkit.config import TokenizerSection, load_config
 from llmkit.data import batching
-from llmkit.data.corpus import prepare_corpus
+from llmkit.data import corpus as corpus_module
+from llmkit.data.corpus import evaluation_blocks, prepare_corpus
 from llmkit.data.tokenizer import _train
 from llmkit.objectives import IGNORE_INDEX, MaskedLM
 
@@ -59,6 +60,31 @@ def test_packing_keeps_every_token_in_order(tmp_path):
     assert all(block[0] == tok.cls_token_id and len(block) <= 16 for block in blocks)
     assert [t for block in blocks for t in block[1:]] == expected
     assert corpus.info["train_documents"] == 120 and corpus.info["validation_blocks"] == 0
+
+
+def test_streamed_packing_carries_across_batches_and_holds_out_whole_documents(tmp_path, monkeypatch):
+    monkeypatch.setattr(corpus_module, "BATCH_CHARS", 60)  # a tokenizing batch of ~3 documents
+    docs = [f"document {i} says the food was {'great' if i % 2 else 'bad'} ." for i in range(40)]
+    corpus = _corpus(tmp_path, "data.max_seq_length=16", "data.validation_split_percentage=10",
+                     text="\n".join(docs) + "\n")
+    tok = corpus.tokenizer
+    train, validation = corpus.train["input_ids"], corpus.validation["input_ids"]
+    assert all(len(block) == 16 for block in train[:-1]) and len(train[-1]) <= 16  # only the very last is short
+    assert corpus.info["train_documents"] == 36 and corpus.info["validation_documents"] == 4
+
+    def documents(blocks):
+        text = tok.decode([t for block in blocks for t in block[1:]])
+        return [d.strip() for d in text.split(tok.sep_token) if d.strip()]
+
+    held_out = documents(validation)
+    assert len(held_out) == 4 and sorted(documents(train) + held_out) == sorted(tok.decode(tok(d)["input_ids"][1:-1])
+                                                                              for d in docs)
+    (tmp_path / "test.txt").write_text("\n".join(docs[:5]) + "\n")
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", [f"data.data_dir={tmp_path}", "data.test_file=test.txt",
+                                                          "data.max_seq_length=16"])
+    blocks = evaluation_blocks(cfg, "test", tok)
+    assert documents(blocks["input_ids"]) == [tok.decode(tok(d)["input_ids"][1:-1]) for d in docs[:5]]
+    assert evaluation_blocks(cfg, "test", tok).cache_files == blocks.cache_files  # packed once, then cached
 
 
 def test_blank_line_documents_and_dedupe(tmp_path):

@@ -186,3 +186,15 @@ def test_throughput_counts_training_time_only(tmp_path):
                    f"train.eval_strategy={strategy}", "train.eval_steps=1", "data.max_eval_samples=64"))
         rates[strategy] = statistics.median(x["tokens_per_s"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x)
     assert 0.5 < rates["steps"] / rates["no"] < 2, rates
+
+
+def test_max_time_stops_evaluates_and_saves_like_a_finished_run(tmp_path):
+    out = tmp_path / "budget"
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=100000", "train.max_time=2s",
+               "train.eval_strategy=no"))
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["stopped_by"] == "max_time" and 0 < state["global_step"] < 100000 and state["finished"]
+    assert 2 <= state["train_seconds"] < 10
+    assert (out / "model.safetensors").exists() and "eval_loss" in read_jsonl(out / "metrics.jsonl")[-1]
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'bad'}", "train.max_time=half an hour")
+    assert result.exit_code == 2 and "max_time: 'half an hour' is not a positive duration" in result.output

@@ -1,32 +1,39 @@
 """Pretraining corpus: read documents, clean, (train a tokenizer,) tokenize, pack into blocks, cache.
 
     documents --strip/drop empty/dedupe--> train | validation split
-              --tokenize (batched, parallel)--> one token stream per batch, [SEP] after each document
-              --cut--> blocks of max_seq_length: [CLS] + max_seq_length-1 stream tokens (last block shorter)
+              --tokenize (batched, on every core)--> one token stream, [SEP] after each document
+              --cut--> blocks of max_seq_length: [CLS] + max_seq_length-1 stream tokens (the last shorter)
 
-The result is saved under cache_dir/corpus/<fingerprint>/ (Arrow files, memory-mapped when read),
-keyed by the data files' content and every setting that changes the tokens, so a second run with
-the same inputs, from any output_dir, loads it at once.
+Everything is streamed: documents are read a line (or paragraph) at a time, tokenized in batches of
+about a megabyte of text, and the blocks are appended to an Arrow file as they are cut, so memory
+stays flat however large the corpus. The files live under cache_dir/corpus/<fingerprint>/ (memory-
+mapped when read), keyed by the data files' content and every setting that changes the tokens, so a
+second run with the same inputs, from any output_dir, loads them at once.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
+import random
 import shutil
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.config import Config, cache_root, data_path, resolve_path
-from llmkit.data.files import first_rows, iter_texts, read_file, require_columns
+from llmkit.data.files import first_rows, iter_documents
 from llmkit.data.tokenizer import FORMAT_VERSION, choose_tokenizer, fingerprint_files
 from llmkit.errors import LlmkitError
 
 SPLIT_SEED = 0  # the held-out validation documents do not change with the training seed
-PACK_BATCH = 1000  # documents per packing batch; only a batch's last block can be short
+CORPUS_FORMAT = 2  # 2: streamed Arrow files; bump when the layout changes, so old caches are rebuilt
+BATCH_CHARS = 1 << 20  # text tokenized per batch: big enough to keep every core busy, small in memory
+BATCH_DOCUMENTS = 1000
 
 
 @dataclass
@@ -44,7 +51,7 @@ def prepare_corpus(cfg: Config) -> Corpus:
     if train_path is None:
         raise LlmkitError("data.train_file: required for pretraining (a .txt file or a table with a text column)")
     validation_path = data_path(cfg, "validation_file")
-    folder = cache_root(cfg) / "corpus" / _fingerprint(cfg, train_path, validation_path)
+    folder = cache_root(cfg) / "corpus" / _fingerprint(cfg, [train_path, validation_path], _tokenizer_identity(cfg))
     if not (folder / "info.json").exists():
         _build(cfg, train_path, validation_path, folder)
     return _load(folder)
@@ -52,25 +59,37 @@ def prepare_corpus(cfg: Config) -> Corpus:
 
 def evaluation_blocks(cfg: Config, split: str, tokenizer):
     """Packed blocks of data.<split>_file, or the held-out part of the corpus for `validation`."""
+    import datasets
+
     key = f"data.{split}_file"
     path = data_path(cfg, f"{split}_file")
-    if path is not None:
-        blocks = _pack(cfg, _documents(cfg, path, key), tokenizer)
-    else:
+    if path is None:
         blocks = prepare_corpus(cfg).validation if split == "validation" and cfg.data.train_file else None
         if blocks is None:
             raise LlmkitError(f"{key}: required to evaluate on the {split} split")
-    return first_rows(blocks, cfg.data.max_eval_samples)
+        return first_rows(blocks, cfg.data.max_eval_samples)
+    identity = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest() if tokenizer.is_fast \
+        else tokenizer.name_or_path
+    target = cache_root(cfg) / "blocks" / f"{_fingerprint(cfg, [path], identity)}.arrow"
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{os.getpid()}")
+        try:
+            _write_blocks(cfg, _documents(cfg, path, key), tokenizer, tmp)
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+    return first_rows(datasets.Dataset.from_file(str(target)), cfg.data.max_eval_samples)
 
 
-def _fingerprint(cfg: Config, train_path: str, validation_path: str | None) -> str:
+def _fingerprint(cfg: Config, paths: list[str | None], tokenizer_identity) -> str:
     d = cfg.data
     settings = {
-        "version": FORMAT_VERSION,
-        "files": fingerprint_files([train_path, validation_path]),
+        "version": [FORMAT_VERSION, CORPUS_FORMAT],
+        "files": fingerprint_files(paths),
         "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary,
                  d.validation_split_percentage, d.dedupe],
-        "tokenizer": _tokenizer_identity(cfg),
+        "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
 
@@ -89,38 +108,32 @@ def _tokenizer_identity(cfg: Config):
 
 def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Path) -> None:
     started = time.perf_counter()
-    train_docs = _documents(cfg, train_path, "data.train_file")
-    train_docs = first_rows(train_docs, cfg.data.max_train_samples)
-    if validation_path is not None:
-        validation_docs = _documents(cfg, validation_path, "data.validation_file")
-    elif cfg.data.validation_split_percentage > 0 and len(train_docs) >= 2:
-        split = train_docs.train_test_split(test_size=max(1, round(len(train_docs) * cfg.data.validation_split_percentage / 100)),
-                                            seed=SPLIT_SEED, shuffle=True)
-        train_docs, validation_docs = split["train"], split["test"]
-    else:
-        validation_docs = None
+    limit = cfg.data.max_train_samples
+    count = sum(1 for _ in _documents(cfg, train_path, "data.train_file", limit))
+    held_out: set[int] = set()
+    if validation_path is None and cfg.data.validation_split_percentage > 0 and count >= 2:
+        size = max(1, round(count * cfg.data.validation_split_percentage / 100))
+        held_out = set(random.Random(SPLIT_SEED).sample(range(count), size))
 
-    tokenizer = choose_tokenizer(cfg, lambda: iter_texts(train_docs, ["text"]),
-                                 json.dumps([fingerprint_files([train_path]), len(train_docs)]))
-    train_blocks = _pack(cfg, train_docs, tokenizer)
-    validation_blocks = _pack(cfg, validation_docs, tokenizer) if validation_docs is not None else None
+    def split(keep_held_out: bool) -> Callable[[], Iterator[str]]:
+        return lambda: (doc for i, doc in enumerate(_documents(cfg, train_path, "data.train_file", limit))
+                        if (i in held_out) == keep_held_out)
 
+    tokenizer = choose_tokenizer(cfg, split(False), json.dumps([fingerprint_files([train_path]), count]))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         tokenizer.save_pretrained(tmp / "tokenizer")
-        train_blocks.save_to_disk(str(tmp / "train"))
-        if validation_blocks is not None:
-            validation_blocks.save_to_disk(str(tmp / "validation"))
-        info = {
-            "train_file": train_path, "validation_file": validation_path,
-            "train_documents": len(train_docs), "validation_documents": len(validation_docs or []),
-            "train_blocks": len(train_blocks), "validation_blocks": len(validation_blocks or []),
-            "train_tokens": _count_tokens(train_blocks),
-            "validation_tokens": _count_tokens(validation_blocks) if validation_blocks is not None else 0,
-            "max_seq_length": cfg.data.max_seq_length, "vocab_size": len(tokenizer),
-            "seconds": round(time.perf_counter() - started, 2),
-        }
+        info = {"train_file": train_path, "validation_file": validation_path,
+                **_write_blocks(cfg, split(False)(), tokenizer, tmp / "train.arrow", "train")}
+        validation = split(True)() if held_out else _documents(cfg, validation_path, "data.validation_file") \
+            if validation_path else None
+        if validation is not None:
+            info.update(_write_blocks(cfg, validation, tokenizer, tmp / "validation.arrow", "validation"))
+        else:
+            info.update(validation_documents=0, validation_blocks=0, validation_tokens=0)
+        info.update(max_seq_length=cfg.data.max_seq_length, vocab_size=len(tokenizer),
+                    seconds=round(time.perf_counter() - started, 2))
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
         os.replace(tmp, folder)
     except OSError as e:
@@ -128,71 +141,108 @@ def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Pa
         if (folder / "info.json").exists():  # built meanwhile by another process
             return
         raise LlmkitError(f"data.cache_dir: cannot write the preprocessed corpus to {folder.parent}: {e}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def _load(folder: Path) -> Corpus:
     import datasets
     from transformers import AutoTokenizer
 
-    validation = folder / "validation"
+    validation = folder / "validation.arrow"
     return Corpus(
-        train=datasets.load_from_disk(str(folder / "train")),
-        validation=datasets.load_from_disk(str(validation)) if validation.exists() else None,
+        train=datasets.Dataset.from_file(str(folder / "train.arrow")),
+        validation=datasets.Dataset.from_file(str(validation)) if validation.exists() else None,
         tokenizer=AutoTokenizer.from_pretrained(folder / "tokenizer"),
         folder=folder,
         info=json.loads((folder / "info.json").read_text()),
     )
 
 
-def _documents(cfg: Config, path: str, key: str):
-    """Stripped, non-empty documents in a `text` column (optionally exact-deduplicated)."""
-    dataset = read_file(path, key, cfg.data.document_boundary)
-    column = "text" if "text" in dataset.column_names and Path(path).suffix.lower() in (".txt", ".text") else cfg.data.text_column
-    require_columns(dataset, [column], path, key)
-    dataset = dataset.select_columns([column])
-    if column != "text":
-        dataset = dataset.rename_column(column, "text")
-    dataset = dataset.map(lambda b: {"text": [(t or "").strip() for t in b["text"]]}, batched=True,
-                          num_proc=cfg.data.preprocessing_num_workers)
-    dataset = dataset.filter(lambda b: [bool(t) for t in b["text"]], batched=True,
-                             num_proc=cfg.data.preprocessing_num_workers)
-    if cfg.data.dedupe:
-        seen, keep = set(), []
-        for start, batch in enumerate(dataset.iter(batch_size=PACK_BATCH)):
-            for offset, text in enumerate(batch["text"]):
-                digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
-                if digest not in seen:
-                    seen.add(digest)
-                    keep.append(start * PACK_BATCH + offset)
-        dataset = dataset.select(keep)
-    if len(dataset) == 0:
+def _documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Iterator[str]:
+    """The file's stripped non-empty documents, streamed (exact duplicates dropped with data.dedupe,
+    the first `limit` only). Fails if there are none."""
+    seen: set[bytes] = set()  # 8-byte digests: the one thing that grows with the corpus
+    count = 0
+    for text in iter_documents(path, key, cfg.data.document_boundary, cfg.data.text_column):
+        text = (text or "").strip()
+        if not text:
+            continue
+        if cfg.data.dedupe:
+            digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            if digest in seen:
+                continue
+            seen.add(digest)
+        if count == limit:
+            return
+        count += 1
+        yield text
+    if count == 0:
         raise LlmkitError(f"{key}: {path} has no non-empty documents")
-    return dataset
 
 
-def _pack(cfg: Config, documents, tokenizer):
-    import datasets
+def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str = "blocks") -> dict:
+    """Tokenize `documents` batch by batch, join them into one stream with a separator after each,
+    and append blocks of max_seq_length to an Arrow file as they fill. Returns the counts."""
+    import numpy as np
+    import pyarrow as pa
 
     start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
     separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise LlmkitError("tokenizer: needs a separator token (sep_token or eos_token) to mark document ends")
-    block = cfg.data.max_seq_length - (start is not None)
+    length = cfg.data.max_seq_length - (start is not None)  # stream tokens per block
+    encode = _encoder(tokenizer)
+    schema = pa.schema([("input_ids", pa.list_(pa.int32()))])
+    counts = {f"{name}_documents": 0, f"{name}_blocks": 0, f"{name}_tokens": 0}
+    carry = np.zeros(0, dtype=np.int32)
 
-    def pack(batch):
-        stream = []
-        for ids in tokenizer(batch["text"], add_special_tokens=False)["input_ids"]:
-            stream.extend(ids)
-            stream.append(separator)
-        head = [] if start is None else [start]
-        return {"input_ids": [head + stream[i:i + block] for i in range(0, len(stream), block)]}
+    def write(writer, stream):
+        rows = stream.reshape(-1, length) if len(stream) % length == 0 else stream[None, :]
+        if start is not None:
+            rows = np.concatenate([np.full((len(rows), 1), start, dtype=np.int32), rows], axis=1)
+        offsets = np.arange(len(rows) + 1, dtype=np.int32) * rows.shape[1]
+        writer.write_batch(pa.record_batch([pa.ListArray.from_arrays(offsets, rows.ravel())], schema=schema))
+        counts[f"{name}_blocks"] += len(rows)
+        counts[f"{name}_tokens"] += rows.size
 
-    features = datasets.Features({"input_ids": datasets.Sequence(datasets.Value("int32"))})
-    return documents.map(pack, batched=True, batch_size=PACK_BATCH, remove_columns=documents.column_names,
-                         features=features, num_proc=cfg.data.preprocessing_num_workers)
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch in _batches(documents):
+            ids = encode(batch)
+            counts[f"{name}_documents"] += len(batch)
+            stream = np.fromiter(itertools.chain.from_iterable(itertools.chain(doc, (separator,)) for doc in ids),
+                                 dtype=np.int32, count=sum(map(len, ids)) + len(ids))
+            stream = np.concatenate([carry, stream])
+            full = len(stream) - len(stream) % length
+            if full:
+                write(writer, stream[:full])
+            carry = stream[full:]
+        if len(carry):
+            write(writer, carry)
+    return counts
 
 
-def _count_tokens(blocks) -> int:
-    import pyarrow.compute as pc
+def _encoder(tokenizer) -> Callable[[list[str]], list[list[int]]]:
+    """Token ids of a batch of texts, no special tokens. A fast tokenizer's Rust core is called
+    directly, without offsets or padding: ~1.7x the throughput of `tokenizer(texts)`."""
+    if not tokenizer.is_fast:
+        return lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
+    from tokenizers import Tokenizer
 
-    return int(pc.sum(pc.list_value_length(blocks.data.column("input_ids"))).as_py() or 0)
+    core = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+    core.no_padding()
+    core.no_truncation()
+    return lambda texts: [e.ids for e in core.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def _batches(documents: Iterator[str]) -> Iterator[list[str]]:
+    batch, size = [], 0
+    for doc in documents:
+        batch.append(doc)
+        size += len(doc)
+        if size >= BATCH_CHARS or len(batch) == BATCH_DOCUMENTS:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch

@@ -1,6 +1,6 @@
 """Read a data file of any supported format into a `datasets.Dataset`, failing with one clear line.
 
-Supported: .txt (documents per `document_boundary`), .csv, .tsv (unquoted, as GLUE ships them),
+Supported: .txt (a row per line; a corpus's documents per `document_boundary`), .csv, .tsv (unquoted, as GLUE ships them),
 .json / .jsonl, .parquet, and a hub dataset name (`NAME` or `NAME:CONFIG`) when online.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
@@ -16,36 +17,22 @@ from llmkit.errors import LlmkitError
 TEXT_SUFFIXES = {".txt", ".text"}
 CONLL_SUFFIXES = {".conll", ".bio", ".iob", ".iob2"}
 TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-SAMPLE_BY = {"line": "line", "file": "document"}
 
 
-def read_file(path: str, key: str, document_boundary: str = "line"):
-    """Load `path` (named by config key `key` in messages). Text files get one `text` column."""
+def read_file(path: str, key: str):
+    """Load `path` (named by config key `key` in messages). Text files get one `text` row per line."""
     import datasets
 
     suffix = Path(path).suffix.lower()
-    if not os.path.exists(path):
-        if suffix or os.path.isabs(path) or path.startswith("."):
-            raise LlmkitError(f"{key}: file not found: {path}")
+    if not os.path.exists(path) and not (suffix or os.path.isabs(path) or path.startswith(".")):
         return _read_hub(path, key)
-    if os.path.isdir(path):
-        raise LlmkitError(f"{key}: {path} is a folder, expected a data file")
-    if not os.access(path, os.R_OK):
-        raise LlmkitError(f"{key}: cannot read {path} (permission denied)")
-    if os.path.getsize(path) == 0:
-        raise LlmkitError(f"{key}: {path} is empty")
-    _check_utf8(path, key, binary=suffix == ".parquet")
-
+    _check_file(path, key, binary=suffix == ".parquet")
     if suffix in CONLL_SUFFIXES:
         _check_conll(path, key)
         stat = os.stat(path)
         return datasets.Dataset.from_generator(_conll_sentences, gen_kwargs={"path": path, "version": (stat.st_size, stat.st_mtime_ns)})
-    if suffix in TEXT_SUFFIXES and document_boundary == "blank_line":
-        # datasets' own paragraph mode misses blank lines holding spaces (all of WikiText's).
-        stat = os.stat(path)
-        return datasets.Dataset.from_generator(_paragraphs, gen_kwargs={"path": path, "version": (stat.st_size, stat.st_mtime_ns)})
     if suffix in TEXT_SUFFIXES:
-        builder, kwargs = "text", {"sample_by": SAMPLE_BY[document_boundary]}
+        builder, kwargs = "text", {}
     elif suffix in TABLE_BUILDERS:
         builder, kwargs = TABLE_BUILDERS[suffix], {}
         if suffix == ".tsv":
@@ -62,6 +49,18 @@ def read_file(path: str, key: str, document_boundary: str = "line"):
     if len(dataset) == 0:
         raise LlmkitError(f"{key}: {path} has no rows")
     return dataset
+
+
+def iter_documents(path: str, key: str, document_boundary: str, column: str) -> Iterator[str]:
+    """A corpus file's raw documents, streamed: a text file line by line as `document_boundary` says
+    (whole only when a document is the `file`), a table batch by batch from its memory-mapped Arrow copy."""
+    if Path(path).suffix.lower() in TEXT_SUFFIXES and os.path.exists(path):
+        _check_file(path, key, binary=False)
+        yield from _text_documents(path, document_boundary)
+        return
+    dataset = read_file(path, key)
+    require_columns(dataset, [column], path, key)
+    yield from iter_texts(dataset, [column])
 
 
 def require_columns(dataset, columns: list[str], path: str, key: str) -> None:
@@ -127,24 +126,40 @@ def _conll_sentences(path: str, version):
         yield {"tokens": tokens, "tags": tags}
 
 
-def _paragraphs(path: str, version):
-    """Blocks of lines between blank (or whitespace-only) lines, one at a time."""
-    block = []
+def _text_documents(path: str, document_boundary: str) -> Iterator[str]:
     with open(path, encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                block.append(line.rstrip("\n"))
-            elif block:
-                yield {"text": "\n".join(block)}
-                block = []
-    if block:
-        yield {"text": "\n".join(block)}
+        if document_boundary == "file":
+            yield f.read()
+        elif document_boundary == "line":
+            yield from f
+        else:  # blocks of lines between blank lines; datasets' own paragraph mode misses blank lines
+            block = []  # holding spaces (all of WikiText's)
+            for line in f:
+                if line.strip():
+                    block.append(line.rstrip("\n"))
+                elif block:
+                    yield "\n".join(block)
+                    block = []
+            if block:
+                yield "\n".join(block)
 
 
-def _check_utf8(path: str, key: str, binary: bool) -> None:
+def _check_file(path: str, key: str, binary: bool) -> None:
+    """The file exists, is a readable non-empty file, and (unless binary) UTF-8 text."""
+    if not os.path.exists(path):
+        raise LlmkitError(f"{key}: file not found: {path}")
+    if os.path.isdir(path):
+        raise LlmkitError(f"{key}: {path} is a folder, expected a data file")
+    if not os.access(path, os.R_OK):
+        raise LlmkitError(f"{key}: cannot read {path} (permission denied)")
+    if os.path.getsize(path) == 0:
+        raise LlmkitError(f"{key}: {path} is empty")
+    if not binary:
+        _check_utf8(path, key)
+
+
+def _check_utf8(path: str, key: str) -> None:
     """Fail on the first non-UTF-8 byte with its line number; streamed in 1 MiB chunks."""
-    if binary:
-        return
     decoder = codecs.getincrementaldecoder("utf-8")()
     lines_before = 0
     with open(path, "rb") as f:
