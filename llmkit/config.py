@@ -413,6 +413,44 @@ class TrainSection(Section):
         return seconds
 
 
+class InferSection(Section):
+    task: Literal["auto", "embed", "zero_shot"] = "auto"
+    """What `infer` and `evaluate` do with the model. `auto`: what it was trained for (its task head;
+    fill-mask for a masked LM). `embed`: sentence embeddings (infer writes JSONL, or `.npy` when
+    --output ends so; evaluate scores text pairs against a similarity label, e.g. STS-B, by the
+    Spearman/Pearson correlation of their cosine). `zero_shot`: classify into `labels` with no training."""
+
+    pooling: Literal["auto", "mean", "cls"] = "auto"
+    """How token vectors become one sentence vector: `mean` over the real tokens or the `cls` (first)
+    token. `auto`: the pooling saved with the model (sentence-transformers' 1_Pooling/config.json, as
+    all-MiniLM-L6-v2 and llmkit's contrastive models have), else mean."""
+
+    normalize: bool = True
+    """Scale embeddings to unit length (dot product = cosine)."""
+
+    labels: dict[str, str] | None = None
+    """zero_shot: `label: text` per class, where the text is the label's description (`similarity`,
+    e.g. `positive: a happy, positive review`) or its verbalizer word (`cloze`, e.g. `positive: great`).
+    The labels are the values of data.label_column that evaluate compares against."""
+
+    zero_shot_method: Literal["similarity", "cloze"] = "similarity"
+    """zero_shot: `similarity` picks the label whose description's embedding is closest (cosine) to the
+    text's; `cloze` fills `template`'s mask with a masked LM and picks the label whose word scores best."""
+
+    template: str = "{text} It was [MASK]."
+    """zero_shot cloze: the prompt; `{text}` is the input and `[MASK]` stands for the tokenizer's mask token."""
+
+    @model_validator(mode="after")
+    def _zero_shot(self) -> InferSection:
+        if self.task == "zero_shot" and not self.labels:
+            raise ValueError("zero_shot needs labels: {label: description or verbalizer word, ...}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("labels: give at least two labels to choose between")
+        if self.zero_shot_method == "cloze" and ("{text}" not in self.template or "[MASK]" not in self.template):
+            raise ValueError("template must hold {text} and [MASK] once each")
+        return self
+
+
 class Config(Section):
     output_dir: str
     """Run directory: resolved config, logs, checkpoints and the final Hugging Face model."""
@@ -430,6 +468,9 @@ class Config(Section):
     finetune: FinetuneSection | None = None
     """Present in a fine-tuning config (finetune, evaluate, infer). A config with neither section is taken
     as a pretraining config by preprocess/pretrain and as a fine-tuning one by the other stages."""
+
+    infer: InferSection = InferSection()
+    """How `infer` and `evaluate` use the model: its trained task, sentence embeddings, or zero-shot."""
 
     @model_validator(mode="before")
     @classmethod

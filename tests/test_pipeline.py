@@ -198,3 +198,65 @@ def test_max_time_stops_evaluates_and_saves_like_a_finished_run(tmp_path):
     assert (out / "model.safetensors").exists() and "eval_loss" in read_jsonl(out / "metrics.jsonl")[-1]
     result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'bad'}", "train.max_time=half an hour")
     assert result.exit_code == 2 and "max_time: 'half an hour' is not a positive duration" in result.output
+
+
+def test_infer_embeds_texts_to_npy_and_jsonl(pipeline, tmp_path):
+    import numpy as np
+
+    texts = ["the food was great .", "the room was dirty and small .", "the food was great ."]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    embed = [f"output_dir={tmp_path}", f"model.name_or_path={pipeline / 'mlm'}", "infer.task=embed"]
+    ok(run_cli("infer", FINETUNE, *embed, "--input", tmp_path / "texts.txt", "--output", tmp_path / "e.npy"))
+    vectors = np.load(tmp_path / "e.npy")
+    assert vectors.shape == (3, 128) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert np.allclose(vectors[0], vectors[2], atol=1e-5) and not np.allclose(vectors[0], vectors[1], atol=1e-2)
+    ok(run_cli("infer", FINETUNE, *embed, "infer.pooling=cls", "infer.normalize=false", "--input",
+               tmp_path / "texts.txt", "--output", tmp_path / "e.jsonl"))
+    rows = read_jsonl(tmp_path / "e.jsonl")
+    assert [r["text"] for r in rows] == texts and len(rows[1]["embedding"]) == 128
+    assert not np.allclose(np.linalg.norm(rows[1]["embedding"]), 1)
+
+
+def test_evaluate_embeddings_by_the_spearman_of_pair_cosines(pipeline, tmp_path):
+    sentences = ["the food was great .", "our waiter was rude .", "the view was lovely .", "the room was dirty ."]
+    rows = [{"a": s, "b": s, "score": 5.0} for s in sentences]  # identical pairs: the most similar
+    rows += [{"a": s, "b": t, "score": 1.0} for s, t in zip(sentences, sentences[1:])]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ok(run_cli("evaluate", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pipeline / 'mlm'}",
+               "infer.task=embed", f"data.validation_file={tmp_path / 'pairs.jsonl'}", "data.text_column=a",
+               "data.text_pair_column=b", "data.label_column=score"))
+    results = json.loads((tmp_path / "eval_results.json").read_text())
+    assert results["num_examples"] == 7 and results["spearman"] > 0.8
+
+
+@pytest.mark.parametrize("method", ["similarity", "cloze"])
+def test_zero_shot_classifies_without_training(method, pipeline, tmp_path):
+    texts = {"good": "the food was great .", "bad": "the room was dirty and small ."}
+    (tmp_path / "labelled.jsonl").write_text("".join(json.dumps({"text": t, "label": k}) + "\n"
+                                                     for k, t in texts.items()))
+    labels = texts if method == "similarity" else {"good": "great", "bad": "dirty"}
+    zero_shot = [f"output_dir={tmp_path}", f"model.name_or_path={pipeline / 'mlm'}", "infer.task=zero_shot",
+                 f"infer.zero_shot_method={method}", f"infer.labels={json.dumps(labels)}",
+                 "infer.template=[MASK] : {text}"]
+    result = ok(run_cli("infer", FINETUNE, *zero_shot, "--input", "-", input="\n".join(texts.values())))
+    predictions = [json.loads(line) for line in result.stdout.splitlines()]
+    assert all(set(p["scores"]) == {"good", "bad"} and p["label"] in texts for p in predictions)
+    if method == "similarity":  # a text whose label description is itself: cosine 1
+        assert [p["label"] for p in predictions] == ["good", "bad"] and predictions[0]["score"] > 0.999
+        ok(run_cli("evaluate", FINETUNE, *zero_shot, f"data.validation_file={tmp_path / 'labelled.jsonl'}"))
+        results = json.loads((tmp_path / "eval_results.json").read_text())
+        assert results["num_examples"] == 2 and results["accuracy"] == 1.0
+    else:  # probabilities over the verbalizer words
+        assert all(abs(sum(p["scores"].values()) - 1) < 1e-4 for p in predictions)
+        bad = run_cli("infer", FINETUNE, *zero_shot, 'infer.labels={"good": "great", "bad": "unfriendliest"}',
+                      "--input", "-", input="the food was great .")
+        assert bad.exit_code == 2 and "infer.labels.bad: 'unfriendliest' is" in bad.output
+
+
+def test_zero_shot_needs_labels_and_cloze_needs_a_masked_lm(pipeline, tmp_path):
+    result = run_cli("infer", FINETUNE, f"output_dir={tmp_path}", "infer.task=zero_shot", "--input", "-", input="x")
+    assert result.exit_code == 2 and "zero_shot needs labels" in result.output
+    result = run_cli("infer", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pipeline / 'classifier'}",
+                     "infer.task=zero_shot", "infer.zero_shot_method=cloze", 'infer.labels={"a": "great", "b": "bad"}',
+                     "--input", "-", input="the food was great .")
+    assert result.exit_code == 2 and "has no masked-lm head" in result.output

@@ -11,10 +11,14 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmkit.config import Config
+from llmkit.config import Config, data_path
+from llmkit.data.files import first_rows, read_file, require_columns
 from llmkit.data.labeled import check_rows, encode, read_split
 from llmkit.data.tokenizer import load_tokenizer
+from llmkit.embeddings import ZeroShot, embed_texts
+from llmkit.errors import LlmkitError
 from llmkit.evaluation import combine_tasks, evaluate
+from llmkit.metrics import classification_metrics, regression_metrics
 from llmkit.modeling import load_trained
 from llmkit.objectives import TASK_HEADS, MaskedLM, finetune_objective
 from llmkit.stages.common import make_accelerator, trained_model_source, write_results
@@ -42,6 +46,8 @@ def run(cfg: Config, split: str) -> dict:
 def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> dict:
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
+    if cfg.infer.task != "auto":
+        return _evaluate_untrained(accelerator, cfg, split, source, tokenizer)
     if cfg.kind == "pretrain":
         from llmkit.data.corpus import evaluation_blocks
 
@@ -57,3 +63,38 @@ def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> 
         label2id = None if cfg.finetune.task == "regression" else {name: i for i, name in id2label.items()}
         data = encode(cfg, check_rows(cfg, rows, label2id, path, key), tokenizer, label2id)
     return evaluate(accelerator, accelerator.prepare(model), objective, data, cfg.train.per_device_eval_batch_size)
+
+
+def _evaluate_untrained(accelerator, cfg: Config, split: str, source: str, tokenizer) -> dict:
+    """infer.task `embed`: correlation of the pairs' cosine with their score (e.g. STS-B);
+    `zero_shot`: classification metrics of the zero-shot labels."""
+    import torch
+
+    d, batch = cfg.data, cfg.train.per_device_eval_batch_size
+    key = f"data.{split}_file"
+    path = data_path(cfg, f"{split}_file")
+    if path is None:
+        raise LlmkitError(f"{key}: required to evaluate on the {split} split")
+    if cfg.infer.task == "embed" and d.text_pair_column is None:
+        raise LlmkitError("data.text_pair_column: evaluating embeddings scores sentence pairs; name the second "
+                          "sentence's column (and data.label_column their similarity score)")
+    columns = [d.text_column] + ([d.text_pair_column] if cfg.infer.task == "embed" else []) + [d.label_column]
+    rows = read_file(path, key)
+    require_columns(rows, columns, path, key)
+    rows = first_rows(rows, d.max_eval_samples)
+    texts = [str(t) for t in rows[d.text_column]]
+    if cfg.infer.task == "embed":
+        pairs = [str(t) for t in rows[d.text_pair_column]]
+        vectors = embed_texts(cfg, source, tokenizer, texts + pairs, accelerator, batch)
+        cosine = torch.nn.functional.cosine_similarity(vectors[:len(texts)], vectors[len(texts):]).tolist()
+        scores = regression_metrics([float(v) for v in rows[d.label_column]], cosine)
+        return {"num_examples": len(texts), "spearman": scores["spearman"], "pearson": scores["pearson"]}
+    names = list(cfg.infer.labels)
+    gold = [str(v) for v in rows[d.label_column]]
+    unknown = next((i for i, g in enumerate(gold) if g not in cfg.infer.labels), None)
+    if unknown is not None:
+        raise LlmkitError(f"{key}: {path} row {unknown + 1}: label {gold[unknown]!r} is not one of infer.labels "
+                          f"({', '.join(names)})")
+    predicted = [names.index(p["label"]) for p in ZeroShot(cfg, source, tokenizer, accelerator, batch).predict(texts)]
+    return {"num_examples": len(texts),
+            **classification_metrics([names.index(g) for g in gold], predicted, dict(enumerate(names)))}

@@ -6,6 +6,7 @@
 One line per input, by task: classification {text, label, score, scores}; regression {text, score};
 multi-label {text, labels, scores}; token classification {tokens, tags} (a .txt line is split on
 whitespace into words); masked LM {text, predictions} with the top-k fillers of each mask token.
+With infer.task `embed`: {text, embedding} (or one .npy array); `zero_shot`: {text, label, score, scores}.
 Inputs are batched by length so little compute goes to padding.
 """
 
@@ -18,6 +19,7 @@ from pathlib import Path
 from llmkit.config import Config
 from llmkit.data.files import read_file, require_columns
 from llmkit.data.tokenizer import load_tokenizer
+from llmkit.embeddings import ZeroShot, embed_texts
 from llmkit.errors import LlmkitError
 from llmkit.modeling import load_trained
 from llmkit.objectives import TASK_HEADS
@@ -32,6 +34,20 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     accelerator = make_accelerator(cfg)
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
+    if cfg.infer.task != "auto":
+        examples = _read_inputs(cfg, input_path, words=False)
+        texts = [e["text"] for e in examples]
+        if cfg.infer.task == "zero_shot":
+            predictions = ZeroShot(cfg, source, tokenizer, accelerator, batch_size).predict(texts)
+            return _write(output_path, [{**e, **p} for e, p in zip(examples, predictions)])
+        vectors = embed_texts(cfg, source, tokenizer, texts, accelerator, batch_size)
+        if output_path and output_path.endswith(".npy"):
+            import numpy as np
+
+            np.save(output_path, vectors.numpy())
+            print(f"{len(texts)} embeddings of size {vectors.shape[1]} written to {output_path}", file=sys.stderr)
+            return len(texts)
+        return _write(output_path, [{**e, "embedding": v} for e, v in zip(examples, vectors.tolist())])
     task = "masked_lm" if cfg.kind == "pretrain" else cfg.finetune.task
     examples = _read_inputs(cfg, input_path, words=task == "token_classification")
     model = load_trained(source, "masked_lm" if task == "masked_lm" else TASK_HEADS[task][0])
@@ -62,6 +78,10 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
                 else:
                     prediction = _classify(task, logits[row], id2label, cfg.finetune.threshold)
                 results[i] = {**examples[i], **prediction}
+    return _write(output_path, results)
+
+
+def _write(output_path: str | None, results: list[dict]) -> int:
     out = open(output_path, "w", encoding="utf-8") if output_path and output_path != "-" else sys.stdout
     try:
         for result in results:
