@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 
-from llmkit.data.batching import pad_inputs
+from llmkit.data.batching import pad, pad_inputs
 
 IGNORE_INDEX = -100
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -27,7 +27,8 @@ def example_generator(seed: int, epoch: int, example_id: int):
 
 
 class MaskedLM:
-    """BERT's masked-LM: select `mlm_probability` of the tokens; 80% -> mask, 10% -> random, 10% kept."""
+    """BERT's masked-LM: select `mlm_probability` of the tokens (or of the words, with whole_word_mask);
+    of the selected tokens 80% -> mask, 10% -> random, 10% kept."""
 
     head = "masked_lm"
 
@@ -47,7 +48,12 @@ class MaskedLM:
         draws = torch.stack([torch.rand(3, input_ids.shape[1], generator=example_generator(self.seed, epoch, i))
                              for i in example_ids], dim=1)  # [3, batch, length]
         maskable = batch["attention_mask"].bool() & ~torch.isin(input_ids, torch.tensor(self.special_ids))
-        selected = (draws[0] < self.section.mlm_probability) & maskable
+        chosen = draws[0] < self.section.mlm_probability
+        if self.section.whole_word_mask:  # every token follows the draw at the start of its word
+            starts = pad(rows["word_starts"], 1).bool()
+            positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+            chosen = chosen.gather(1, torch.where(starts, positions, 0).cummax(dim=1).values)
+        selected = chosen & maskable
         labels[~selected] = IGNORE_INDEX
         to_mask = selected & (draws[1] < self.section.mask_replace_prob)
         random_share = self.section.random_replace_prob / max(1e-12, 1 - self.section.mask_replace_prob)

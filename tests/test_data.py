@@ -207,3 +207,29 @@ def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type):
     assert torch.allclose(sparse_loss, dense_loss, rtol=1e-5) and torch.allclose(sparse_loss, hf_loss, rtol=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(sparse_grads, dense_grads, strict=True))
     assert MaskedLMLoss(model).head == {"bert": "cls", "roberta": "lm_head", "distilbert": None}[model_type]
+
+
+@pytest.mark.parametrize("algorithm", ["wordpiece", "bpe", "unigram"])
+def test_whole_word_masking_takes_every_piece_of_a_word(algorithm, tmp_path):
+    """Words come from the tokenizer's word ids, so this holds for WordPiece, byte-level BPE and Unigram."""
+    overrides = [f"tokenizer.algorithm={algorithm}", "tokenizer.vocab_size=300", "pretrain.whole_word_mask=true",
+                 "pretrain.mlm_probability=0.3", f"data.cache_dir={tmp_path}"]
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", overrides)
+    corpus = prepare_corpus(cfg)
+    ids = list(range(len(corpus.train)))
+    rows = corpus.train[ids]
+    batch = MaskedLM(corpus.tokenizer, cfg.pretrain, seed=1).collate(rows, ids, epoch=0)
+    starts = batching.pad(rows["word_starts"], 1).bool()
+    selected = batch["labels"] != IGNORE_INDEX
+    special = torch.isin(batching.pad(rows["input_ids"], corpus.tokenizer.pad_token_id),
+                         torch.tensor(corpus.tokenizer.all_special_ids))
+    word = starts.long().cumsum(1)  # word number of each token within its block
+    pieces = (~starts & ~special).sum().item()
+    assert pieces > 100, "a vocabulary of 300 splits many words into several tokens"
+    for row in range(len(ids)):
+        for w in word[row][~special[row]].unique():
+            members = selected[row][(word[row] == w) & ~special[row]]
+            assert members.all() or not members.any()  # a word is taken whole or not at all
+    words = (starts & ~special).sum().item()
+    assert abs((selected & starts).sum().item() / words - 0.3) < 0.03
+    assert corpus.folder != prepare_corpus(load_config(CONFIGS / "tiny" / "pretrain.yaml", overrides[:2] + overrides[4:])).folder

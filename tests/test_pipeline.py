@@ -260,3 +260,11 @@ def test_zero_shot_needs_labels_and_cloze_needs_a_masked_lm(pipeline, tmp_path):
                      "infer.task=zero_shot", "infer.zero_shot_method=cloze", 'infer.labels={"a": "great", "b": "bad"}',
                      "--input", "-", input="the food was great .")
     assert result.exit_code == 2 and "has no masked-lm head" in result.output
+
+
+def test_whole_word_masking_pretrains_through_the_cli(tmp_path):
+    out = tmp_path / "wwm"
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "pretrain.whole_word_mask=true", "pretrain.mlm_probability=0.3",
+               "train.max_steps=30", "train.logging_steps=10", "train.eval_strategy=no"))
+    train = [line for line in read_jsonl(out / "metrics.jsonl") if "loss" in line]
+    assert train[-1]["loss"] < train[0]["loss"] and "eval_perplexity" in read_jsonl(out / "metrics.jsonl")[-1]
