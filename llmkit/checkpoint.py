@@ -53,6 +53,8 @@ def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
     for sub, (prefix, hf_model) in targets.items():
         own = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         _save_pretrained(hf_model, own, tokenizer, folder / sub if sub else folder)
+    if hasattr(unwrapped, "save_extras"):  # files that belong with the model, e.g. an embedding model's pooling
+        unwrapped.save_extras(folder)
 
 
 def _save_pretrained(model, state_dict: dict, tokenizer, folder: Path) -> None:

@@ -129,10 +129,14 @@ class DataSection(Section):
     max_eval_samples: int | None = Field(None, ge=1)
     """Use only the first N validation/test rows."""
 
-    document_boundary: Literal["line", "blank_line", "file"] = "line"
+    document_boundary: Literal["line", "blank_line", "file", "sentence"] = "line"
     """What one document is in a .txt file: a `line`, a block of lines between blank lines
-    (`blank_line`, as in WikiText), or the whole `file`. Packed blocks mark document ends with the
-    separator token."""
+    (`blank_line`, as in WikiText), the whole `file`, or a `sentence` (each line split after . ! or ?
+    before a capital or digit: plain sentences for contrastive pretraining). Packed blocks mark
+    document ends with the separator token."""
+
+    negative_column: str | None = None
+    """Supervised contrastive pretraining: column of a hard negative for each (text, text_pair) pair."""
 
     validation_split_percentage: float = Field(5.0, ge=0, lt=50)
     """Pretraining: share of documents held out for validation when no validation_file is given."""
@@ -152,9 +156,21 @@ class DataSection(Section):
 
 
 class PretrainSection(Section):
-    objective: Literal["mlm"] = "mlm"
-    """Self-supervised objective: `mlm`, masked language modelling. It is the denoising-autoencoder
-    objective: the input is corrupted (tokens masked or replaced) and the model learns to restore it."""
+    objective: Literal["mlm", "clm", "contrastive"] = "mlm"
+    """Self-supervised objective: `mlm`, masked language modelling (AutoModelForMaskedLM), the
+    denoising-autoencoder objective: the input is corrupted (tokens masked or replaced) and the model
+    learns to restore it; or `clm`, causal language modelling (AutoModelForCausalLM: GPT-2-, Llama-style),
+    each token predicting the next. CLM blocks carry no [CLS]; documents are separated by the eos token.
+    Or `contrastive`, SimCSE sentence embeddings (AutoModel): each text must pick its positive among
+    the batch's. Unsupervised on plain sentences (the positive is the same sentence under another
+    dropout mask); supervised when data.text_pair_column names the positive (and data.negative_column
+    a hard negative). The pooling is saved with the model, as sentence-transformers saves it."""
+
+    temperature: float = Field(0.05, gt=0)
+    """Contrastive: the softmax temperature of the cosine similarities (SimCSE: 0.05)."""
+
+    pooling: Literal["mean", "cls"] = "mean"
+    """Contrastive: how token vectors become the sentence embedding (saved with the model)."""
 
     mlm_probability: float = Field(0.15, gt=0, lt=1)
     """Share of tokens (of words, with whole_word_mask) selected for prediction. BERT used 0.15;
@@ -446,6 +462,21 @@ class InferSection(Section):
 
     template: str = "{text} It was [MASK]."
     """zero_shot cloze: the prompt; `{text}` is the input and `[MASK]` stands for the tokenizer's mask token."""
+
+    max_new_tokens: int = Field(50, ge=1)
+    """Causal LM: tokens generated after each input (the prompt)."""
+
+    do_sample: bool = False
+    """Causal LM: sample the next token (with temperature / top_k / top_p) instead of taking the most likely."""
+
+    temperature: float = Field(1.0, gt=0)
+    """Sampling: divide the logits by this; below 1 is more conservative, above 1 more varied."""
+
+    top_k: int = Field(50, ge=0)
+    """Sampling: draw only from the k most likely tokens (0: no limit)."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Sampling: draw only from the smallest set of tokens whose probabilities add up to p (nucleus)."""
 
     @model_validator(mode="after")
     def _zero_shot(self) -> InferSection:

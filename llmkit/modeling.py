@@ -13,9 +13,13 @@ HEADS = {
     "masked_lm": "AutoModelForMaskedLM",
     "sequence_classification": "AutoModelForSequenceClassification",
     "token_classification": "AutoModelForTokenClassification",
+    "causal_lm": "AutoModelForCausalLM",
+    "encoder": "AutoModel",
 }
 ARCHITECTURE_SUFFIXES = {"masked_lm": "ForMaskedLM", "sequence_classification": "ForSequenceClassification",
-                         "token_classification": "ForTokenClassification"}
+                         "token_classification": "ForTokenClassification",
+                         "causal_lm": ("ForCausalLM", "LMHeadModel"),  # GPT2LMHeadModel
+                         "encoder": ""}  # every model has one
 PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -159,7 +163,7 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
     if not any(a.endswith(suffix) for a in architectures):
         raise LlmkitError(f"{key}: the model in {path} ({', '.join(architectures) or 'no head'}) has no "
                           f"{head.replace('_', '-')} head; train one first (llmkit "
-                          f"{'finetune' if head == 'sequence_classification' else 'pretrain'})")
+                          f"{'pretrain' if head.endswith('_lm') else 'finetune'})")
     auto = getattr(transformers, HEADS[head])
     if not (Path(path) / ADAPTER_CONFIG).exists():
         return auto.from_pretrained(path, trust_remote_code=trust_remote_code)

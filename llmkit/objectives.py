@@ -75,8 +75,79 @@ class MaskedLM:
         return []
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
-        loss = loss_sum / max(count, 1)
-        return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_predicted_tokens": count}
+        return language_model_metrics(loss_sum, count)
+
+
+class CausalLM:
+    """Next-token prediction: each real token is the target of the position before it."""
+
+    head = "causal_lm"
+
+    def __init__(self, tokenizer):
+        # GPT-2's tokenizer has no pad token; padded positions are masked out, so eos serves.
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        batch = pad_inputs(rows, self.pad_token_id)
+        batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, IGNORE_INDEX)
+        return batch
+
+    def count(self, batch):
+        return (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+
+    def loss(self, model, batch):
+        import torch.nn.functional as F
+
+        logits = model(**model_inputs(batch)).logits[:, :-1]
+        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"][:, 1:].flatten(),
+                               ignore_index=IGNORE_INDEX, reduction="sum")
+        return loss, self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        return []
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        return language_model_metrics(loss_sum, count)
+
+
+class Contrastive:
+    """SimCSE: rows hold a sentence's `input_ids` and, when supervised, its positive's
+    (`pair_input_ids`) and a hard negative's (`negative_input_ids`); the loss counts one per sentence."""
+
+    head = "encoder"
+    VIEWS = ("pair", "negative")
+
+    def __init__(self, tokenizer):
+        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        batch = pad_inputs({"input_ids": rows["input_ids"]}, self.pad_token_id)
+        for view in self.VIEWS:
+            if f"{view}_input_ids" in rows:
+                padded = pad_inputs({"input_ids": rows[f"{view}_input_ids"]}, self.pad_token_id)
+                batch.update({f"{view}_{name}": tensor for name, tensor in padded.items()})
+        return batch
+
+    def count(self, batch):
+        import torch
+
+        return torch.tensor(len(batch["input_ids"]))
+
+    def loss(self, model, batch):
+        """`model` is a wrappers.ContrastiveLoss: its forward is the summed loss of the batch."""
+        return model(**batch), self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        return []
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        return {"loss": loss_sum / max(count, 1)}
+
+
+def language_model_metrics(loss_sum: float, count: int) -> dict:
+    """Mean loss per predicted token and its exponential, the perplexity."""
+    loss = loss_sum / max(count, 1)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_predicted_tokens": count}
 
 
 def model_inputs(batch: dict) -> dict:

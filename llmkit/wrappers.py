@@ -2,6 +2,7 @@
 
 - MaskedLMLoss: a masked LM whose forward is its summed loss, with the LM head run on masked rows only.
 - MultiTaskModel: every task's model around one shared encoder, called by task name.
+- ContrastiveLoss: an encoder whose forward is SimCSE's loss, saved with its pooling.
 
 Training goes through these modules' forward, so a DDP wrapper sees every forward; `hf_models()`
 says which Hugging Face models to save, and under which state-dict prefix they sit.
@@ -13,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from llmkit.errors import LlmkitError
-from llmkit.objectives import IGNORE_INDEX
+from llmkit.objectives import IGNORE_INDEX, CausalLM, Contrastive, MaskedLM
 
 LM_HEADS = ("cls", "lm_head")  # the LM head's attribute in BERT- and RoBERTa-style *ForMaskedLM models
 
@@ -77,3 +78,54 @@ class TaskForward:
 
     def __call__(self, **inputs):
         return self.model(task=self.task, **inputs)
+
+
+class ContrastiveLoss(torch.nn.Module):
+    """SimCSE's loss, summed over the batch: each sentence's embedding must be closer (cosine / temperature,
+    softmax over the batch) to its own positive than to the other sentences' positives and to every hard
+    negative. Unsupervised, the positive is the sentence itself encoded again: dropout makes the difference.
+    Saved as the plain encoder plus its pooling (sentence-transformers' 1_Pooling/config.json)."""
+
+    def __init__(self, model, pooling: str, temperature: float):
+        super().__init__()
+        self.model, self.pooling, self.temperature = model, pooling, temperature
+
+    def embed(self, input_ids, attention_mask):
+        from llmkit.embeddings import pool
+
+        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        return pool(hidden.float(), attention_mask, self.pooling, normalize=True)
+
+    def forward(self, input_ids, attention_mask, pair_input_ids=None, pair_attention_mask=None,
+                negative_input_ids=None, negative_attention_mask=None):
+        if pair_input_ids is None:  # one forward over both copies: two independent dropout masks
+            anchors, positives = self.embed(torch.cat([input_ids, input_ids]),
+                                            torch.cat([attention_mask, attention_mask])).chunk(2)
+        else:
+            anchors, positives = self.embed(input_ids, attention_mask), self.embed(pair_input_ids, pair_attention_mask)
+        candidates = [positives]
+        if negative_input_ids is not None:
+            candidates.append(self.embed(negative_input_ids, negative_attention_mask))
+        scores = anchors @ torch.cat(candidates).T / self.temperature
+        return F.cross_entropy(scores, torch.arange(len(anchors), device=scores.device), reduction="sum")
+
+    def hf_models(self) -> dict:
+        return {"": ("model.", self.model)}
+
+    def save_extras(self, folder) -> None:
+        from llmkit.embeddings import save_pooling
+
+        save_pooling(folder, self.pooling, self.model.config.hidden_size)
+
+
+PRETRAIN_HEADS = {"mlm": "masked_lm", "clm": "causal_lm", "contrastive": "encoder"}
+
+
+def language_model(cfg, model, tokenizer):
+    """The module pretraining runs around the HF model, and its objective."""
+    p = cfg.pretrain
+    if p.objective == "clm":
+        return model, CausalLM(tokenizer)
+    if p.objective == "contrastive":
+        return ContrastiveLoss(model, p.pooling, p.temperature), Contrastive(tokenizer)
+    return MaskedLMLoss(model, p.sparse_prediction), MaskedLM(tokenizer, p, cfg.seed)

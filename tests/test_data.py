@@ -233,3 +233,16 @@ def test_whole_word_masking_takes_every_piece_of_a_word(algorithm, tmp_path):
     words = (starts & ~special).sum().item()
     assert abs((selected & starts).sum().item() / words - 0.3) < 0.03
     assert corpus.folder != prepare_corpus(load_config(CONFIGS / "tiny" / "pretrain.yaml", overrides[:2] + overrides[4:])).folder
+
+
+def test_causal_lm_blocks_are_one_stream_with_eos_between_documents(tmp_path):
+    docs = ["the food was great .", "our waiter was rude .", "the view was lovely ."] * 20
+    corpus = _corpus(tmp_path, "pretrain.objective=clm", "tokenizer.algorithm=bpe", "data.max_seq_length=16",
+                     "data.validation_split_percentage=0", text="\n".join(docs) + "\n")
+    tok = corpus.tokenizer
+    blocks = corpus.train["input_ids"]
+    assert all(len(block) == 16 for block in blocks[:-1])  # no [CLS]/<s> per block: every position is a target
+    expected = []
+    for doc in docs:
+        expected += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    assert [t for block in blocks for t in block] == expected

@@ -268,3 +268,85 @@ def test_whole_word_masking_pretrains_through_the_cli(tmp_path):
                "train.max_steps=30", "train.logging_steps=10", "train.eval_strategy=no"))
     train = [line for line in read_jsonl(out / "metrics.jsonl") if "loss" in line]
     assert train[-1]["loss"] < train[0]["loss"] and "eval_perplexity" in read_jsonl(out / "metrics.jsonl")[-1]
+
+
+def test_causal_lm_pretrains_evaluates_and_generates(tmp_path):
+    clm, out = CONFIGS / "tiny" / "clm.yaml", tmp_path / "clm"
+    ok(run_cli("pretrain", clm, f"output_dir={out}", "train.max_steps=60"))
+    lines = read_jsonl(out / "metrics.jsonl")
+    train = [line for line in lines if "loss" in line]
+    assert train[-1]["loss"] < 0.7 * train[0]["loss"] and lines[-1]["eval_perplexity"] < 40
+    (tmp_path / "test.txt").write_text("the food was great .\nour waiter was rude .\n")
+    ok(run_cli("evaluate", clm, f"output_dir={out}", f"data.test_file={tmp_path / 'test.txt'}", "--split", "test"))
+    results = json.loads((out / "test_results.json").read_text())
+    assert results["perplexity"] < 100 and results["num_predicted_tokens"] > 10  # uniform over 1,000 tokens: 1,000
+
+    def generate(*settings):
+        result = ok(run_cli("infer", clm, f"output_dir={out}", *settings, "--input", "-", input="the food was\n"))
+        return json.loads(result.stdout)["generated"]
+
+    greedy = generate("infer.max_new_tokens=8")
+    assert greedy.strip() and greedy == generate("infer.max_new_tokens=8")
+    sampled = [generate("infer.do_sample=true", "infer.temperature=1.5", f"seed={seed}") for seed in (1, 1, 2)]
+    assert sampled[0] == sampled[1] != sampled[2]  # a seed fixes the sample
+
+    from transformers import pipeline
+
+    text = pipeline("text-generation", model=str(out))("the food was", max_new_tokens=5, do_sample=False)
+    assert text[0]["generated_text"].startswith("the food was")
+    llama = '{model_type: llama, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 128}'
+    ok(run_cli("pretrain", clm, f"output_dir={tmp_path / 'llama'}", f"model.config={llama}", "train.max_steps=20"))
+    assert "LlamaForCausalLM" in (tmp_path / "llama" / "config.json").read_text()
+
+
+def _mean_off_diagonal_cosine(vectors) -> float:
+    import numpy as np
+
+    sims = vectors @ vectors.T
+    return float((sims.sum() - np.trace(sims)) / (len(vectors) * (len(vectors) - 1)))
+
+
+def test_unsupervised_simcse_learns_embeddings_saved_with_their_pooling(pipeline, tmp_path):
+    import numpy as np
+
+    out = tmp_path / "simcse"
+    (tmp_path / "speech.txt").write_text(
+        "The food was great. Our waiter was rude! The view was lovely. The room was dirty and small.\n"
+        "We loved the breakfast. The staff were friendly? The price was too high. The bed was comfortable.\n" * 20)
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", f"model.name_or_path={pipeline / 'mlm'}",
+               "pretrain.objective=contrastive", f"data.train_file={tmp_path / 'speech.txt'}",
+               "data.document_boundary=sentence", "train.max_steps=30", "train.logging_steps=10",
+               "train.learning_rate=1e-3", "train.per_device_train_batch_size=8"))
+    train = [line for line in read_jsonl(out / "metrics.jsonl") if "loss" in line]
+    # Chance is ln 8 = 2.08; repeated sentences in a batch keep the floor well above 0.
+    assert train[0]["loss"] > 1.8 and train[-1]["loss"] < 0.8 * train[0]["loss"]
+    pooling = json.loads((out / "1_Pooling" / "config.json").read_text())
+    assert pooling["pooling_mode_mean_tokens"] and not pooling["pooling_mode_cls_token"]
+    texts = tmp_path / "texts.txt"
+    texts.write_text("the food was great .\nour waiter was rude .\nthe view was lovely .\nthe price was too high .\n")
+    ok(run_cli("infer", FINETUNE, f"output_dir={out}", "infer.task=embed", "--input", texts,
+               "--output", tmp_path / "e.npy"))  # pooling auto: the saved one
+    ok(run_cli("infer", FINETUNE, f"output_dir={tmp_path}", f"model.name_or_path={pipeline / 'mlm'}",
+               "infer.task=embed", "infer.pooling=mean", "--input", texts, "--output", tmp_path / "before.npy"))
+    after, before = np.load(tmp_path / "e.npy"), np.load(tmp_path / "before.npy")
+    assert _mean_off_diagonal_cosine(after) < min(0.9, _mean_off_diagonal_cosine(before))  # spread out, no collapse
+
+
+def test_supervised_simcse_on_pairs_with_hard_negatives(tmp_path):
+    rows = [{"text": f"the {w} was great .", "positive": f"i loved the {w} .", "negative": f"the {w} was awful ."}
+            for w in ["food", "room", "view", "staff", "bed", "price", "pool", "bar"] * 4]
+    (tmp_path / "pairs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "sup"
+    pairs = [f"data.train_file={tmp_path / 'pairs.jsonl'}", "data.text_pair_column=positive",
+             "data.negative_column=negative", "pretrain.objective=contrastive"]
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", *pairs, f"data.validation_file={tmp_path / 'pairs.jsonl'}",
+               "tokenizer.vocab_size=200", "train.max_steps=40", "train.logging_steps=10",
+               "train.per_device_train_batch_size=8"))
+    lines = read_jsonl(out / "metrics.jsonl")
+    train = [line for line in lines if "loss" in line]
+    assert train[-1]["loss"] < train[0]["loss"] and "eval_loss" in lines[-1]
+    ok(run_cli("evaluate", PRETRAIN, f"output_dir={out}", *pairs, f"data.validation_file={tmp_path / 'pairs.jsonl'}"))
+    assert json.loads((out / "eval_results.json").read_text())["loss"] == pytest.approx(lines[-1]["eval_loss"], rel=1e-4)
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'bad'}", *pairs[1:],
+                     f"data.train_file={tmp_path / 'pairs.jsonl'}", "data.negative_column=negatives")
+    assert result.exit_code == 2 and "has no column 'negatives'" in result.output

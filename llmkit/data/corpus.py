@@ -2,7 +2,8 @@
 
     documents --strip/drop empty/dedupe--> train | validation split
               --tokenize (batched, on every core)--> one token stream, [SEP] after each document
-              --cut--> blocks of max_seq_length: [CLS] + max_seq_length-1 stream tokens (the last shorter)
+              --cut--> blocks of max_seq_length: [CLS] + max_seq_length-1 stream tokens (the last shorter;
+                       for a causal LM, max_seq_length stream tokens, documents ended by eos)
 
 Everything is streamed: documents are read a line (or paragraph) at a time, tokenized in batches of
 about a megabyte of text, and the blocks are appended to an Arrow file as they are cut, so memory
@@ -90,6 +91,7 @@ def _fingerprint(cfg: Config, paths: list[str | None], tokenizer_identity) -> st
         "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary,
                  d.validation_split_percentage, d.dedupe],
         "whole_words": _whole_words(cfg),
+        "causal": _causal(cfg),
         "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -190,8 +192,11 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
     import numpy as np
     import pyarrow as pa
 
-    start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
-    separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
+    if _causal(cfg):  # a causal LM reads one stream: no block-start token, eos after each document
+        start, separator = None, tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
+    else:
+        start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise LlmkitError("tokenizer: needs a separator token (sep_token or eos_token) to mark document ends")
     length = cfg.data.max_seq_length - (start is not None)  # stream tokens per block
@@ -240,6 +245,10 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
 
 def _whole_words(cfg: Config) -> bool:
     return cfg.pretrain is not None and cfg.pretrain.whole_word_mask
+
+
+def _causal(cfg: Config) -> bool:
+    return cfg.pretrain is not None and cfg.pretrain.objective == "clm"
 
 
 def _encoder(tokenizer, words: bool) -> Callable[[list[str]], dict[str, list[list]]]:

@@ -9,12 +9,14 @@ from __future__ import annotations
 import codecs
 import csv
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
 
 TEXT_SUFFIXES = {".txt", ".text"}
+SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 CONLL_SUFFIXES = {".conll", ".bio", ".iob", ".iob2"}
 TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
@@ -132,6 +134,9 @@ def _text_documents(path: str, document_boundary: str) -> Iterator[str]:
             yield f.read()
         elif document_boundary == "line":
             yield from f
+        elif document_boundary == "sentence":  # after . ! or ? (and a closing quote or bracket) and a space
+            for line in f:
+                yield from SENTENCE_END.split(line.strip())
         else:  # blocks of lines between blank lines; datasets' own paragraph mode misses blank lines
             block = []  # holding spaces (all of WikiText's)
             for line in f:

@@ -27,10 +27,13 @@ def make_accelerator(cfg: Config):
     if cpu and cfg.train.mixed_precision == "fp16":
         raise LlmkitError("train.mixed_precision: fp16 needs a GPU; use bf16 on the CPU")
     handlers = []
-    if cfg.finetune is not None and cfg.finetune.tasks:
+    multi_task = cfg.finetune is not None and cfg.finetune.tasks
+    contrastive = cfg.pretrain is not None and cfg.pretrain.objective == "contrastive"
+    if multi_task or contrastive:
         from accelerate.utils import DistributedDataParallelKwargs
 
-        # A step trains one task: the other tasks' heads get no gradient, which DDP must be told to expect.
+        # Parameters without a gradient in a step, which DDP must be told to expect: a multi-task step trains
+        # one task (the other heads idle); an embedding model's pooler layer is not part of its pooling.
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers)
 

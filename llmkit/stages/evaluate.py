@@ -14,15 +14,16 @@ from pathlib import Path
 from llmkit.config import Config, data_path
 from llmkit.data.files import first_rows, read_file, require_columns
 from llmkit.data.labeled import check_rows, encode, read_split
+from llmkit.data.sentences import sentence_rows
 from llmkit.data.tokenizer import load_tokenizer
 from llmkit.embeddings import ZeroShot, embed_texts
 from llmkit.errors import LlmkitError
 from llmkit.evaluation import combine_tasks, evaluate
 from llmkit.metrics import classification_metrics, regression_metrics
 from llmkit.modeling import load_trained
-from llmkit.objectives import TASK_HEADS, MaskedLM, finetune_objective
+from llmkit.objectives import TASK_HEADS, finetune_objective
 from llmkit.stages.common import make_accelerator, trained_model_source, write_results
-from llmkit.wrappers import MaskedLMLoss
+from llmkit.wrappers import PRETRAIN_HEADS, language_model
 
 
 def run(cfg: Config, split: str) -> dict:
@@ -51,10 +52,10 @@ def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> 
     if cfg.kind == "pretrain":
         from llmkit.data.corpus import evaluation_blocks
 
-        model = MaskedLMLoss(load_trained(source, "masked_lm"), cfg.pretrain.sparse_prediction)
-        objective = MaskedLM(tokenizer, cfg.pretrain, cfg.seed)
+        model, objective = language_model(cfg, load_trained(source, PRETRAIN_HEADS[cfg.pretrain.objective]), tokenizer)
         with accelerator.main_process_first():
-            data = evaluation_blocks(cfg, split, tokenizer)
+            data = sentence_rows(cfg, split, tokenizer) if cfg.pretrain.objective == "contrastive" \
+                else evaluation_blocks(cfg, split, tokenizer)
     else:
         model = load_trained(source, TASK_HEADS[cfg.finetune.task][0])
         id2label = {int(i): str(name) for i, name in model.config.id2label.items()}

@@ -5,7 +5,8 @@
 
 One line per input, by task: classification {text, label, score, scores}; regression {text, score};
 multi-label {text, labels, scores}; token classification {tokens, tags} (a .txt line is split on
-whitespace into words); masked LM {text, predictions} with the top-k fillers of each mask token.
+whitespace into words); masked LM {text, predictions} with the top-k fillers of each mask token;
+causal LM {text, generated}, the continuation of each text (infer.max_new_tokens, do_sample, ...).
 With infer.task `embed`: {text, embedding} (or one .npy array); `zero_shot`: {text, label, score, scores}.
 Inputs are batched by length so little compute goes to padding.
 """
@@ -24,6 +25,7 @@ from llmkit.errors import LlmkitError
 from llmkit.modeling import load_trained
 from llmkit.objectives import TASK_HEADS
 from llmkit.stages.common import make_accelerator, trained_model_source
+from llmkit.wrappers import PRETRAIN_HEADS
 
 
 def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, top_k: int,
@@ -48,10 +50,13 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
             print(f"{len(texts)} embeddings of size {vectors.shape[1]} written to {output_path}", file=sys.stderr)
             return len(texts)
         return _write(output_path, [{**e, "embedding": v} for e, v in zip(examples, vectors.tolist())])
-    task = "masked_lm" if cfg.kind == "pretrain" else cfg.finetune.task
+    task = PRETRAIN_HEADS[cfg.pretrain.objective] if cfg.kind == "pretrain" else cfg.finetune.task
     examples = _read_inputs(cfg, input_path, words=task == "token_classification")
-    model = load_trained(source, "masked_lm" if task == "masked_lm" else TASK_HEADS[task][0])
+    model = load_trained(source, task if cfg.kind == "pretrain" else TASK_HEADS[task][0])
     model = model.to(accelerator.device).eval()
+    if task == "causal_lm":
+        return _write(output_path, [{**e, "generated": _generate(cfg, model, tokenizer, e["text"], accelerator)}
+                                    for e in examples])
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     results: list[dict | None] = [None] * len(examples)
     order = sorted(range(len(examples)), key=lambda i: len(json.dumps(examples[i])))
@@ -92,6 +97,23 @@ def _write(output_path: str | None, results: list[dict]) -> int:
     if output_path and output_path != "-":
         print(f"{len(results)} predictions written to {output_path}", file=sys.stderr)
     return len(results)
+
+
+def _generate(cfg: Config, model, tokenizer, prompt: str, accelerator) -> str:
+    """The text a causal LM writes after `prompt`, as infer's generation settings say. One prompt at a
+    time (no left padding to get right), without special tokens: training streams carry none but eos."""
+    import torch
+    from accelerate.utils import set_seed
+
+    g = cfg.infer
+    set_seed(cfg.seed)  # the same prompt and seed sample the same text
+    inputs = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").to(accelerator.device)
+    sampling = {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p} if g.do_sample else {}
+    with torch.inference_mode(), accelerator.autocast():
+        output = model.generate(**inputs, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, **sampling,
+                                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                                else tokenizer.eos_token_id)
+    return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
 def _task_config(cfg: Config, name: str | None) -> Config:

@@ -1,4 +1,4 @@
-"""`llmkit pretrain CONFIG [key=value ...]`: self-supervised pretraining (masked LM).
+"""`llmkit pretrain CONFIG [key=value ...]`: self-supervised pretraining (masked or causal LM).
 
     llmkit pretrain configs/tiny/pretrain.yaml output_dir=runs/tiny-mlm train.max_steps=50
     torchrun --nproc_per_node 2 -m llmkit pretrain configs/tiny/pretrain.yaml
@@ -6,14 +6,15 @@
 
 from __future__ import annotations
 
-from llmkit.config import Config
+from llmkit.config import Config, data_path
 from llmkit.data.corpus import prepare_corpus
+from llmkit.data.sentences import sentence_rows, sentence_texts
+from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.data.files import first_rows
 from llmkit.modeling import build_model, require_model
-from llmkit.objectives import MaskedLM
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 from llmkit.trainer import Task
-from llmkit.wrappers import MaskedLMLoss
+from llmkit.wrappers import PRETRAIN_HEADS, language_model
 
 
 def run(cfg: Config, config_path: str) -> dict:
@@ -26,11 +27,18 @@ def run(cfg: Config, config_path: str) -> dict:
         return report_finished(start)
     accelerator = make_accelerator(cfg)
     with accelerator.main_process_first():  # the main process tokenizes; the others read its cache
-        corpus = prepare_corpus(cfg)
+        if cfg.pretrain.objective == "contrastive":  # sentences (or pairs), one per row, not packed blocks
+            tokenizer = choose_tokenizer(cfg, lambda: sentence_texts(cfg),
+                                         fingerprint_files([data_path(cfg, "train_file")]))
+            train = sentence_rows(cfg, "train", tokenizer)
+            validation = sentence_rows(cfg, "validation", tokenizer, required=False)
+        else:
+            corpus = prepare_corpus(cfg)
+            tokenizer, train, validation = corpus.tokenizer, corpus.train, corpus.validation
     set_seed(cfg.seed)
-    model = MaskedLMLoss(build_model(cfg, corpus.tokenizer, "masked_lm", resume=start.resume),
-                         cfg.pretrain.sparse_prediction)
-    objective = MaskedLM(corpus.tokenizer, cfg.pretrain, cfg.seed)
-    validation = first_rows(corpus.validation, cfg.data.max_eval_samples) if corpus.validation is not None else None
-    return run_training(cfg, config_path, "pretrain", accelerator, model, [Task(objective, corpus.train, validation)],
-                        corpus.tokenizer, start)
+    model = build_model(cfg, tokenizer, PRETRAIN_HEADS[cfg.pretrain.objective], resume=start.resume)
+    model, objective = language_model(cfg, model, tokenizer)
+    validation = first_rows(validation, cfg.data.max_eval_samples) if validation is not None else None
+    return run_training(cfg, config_path, "pretrain", accelerator, model, [Task(objective, train, validation)],
+                        tokenizer, start)
+

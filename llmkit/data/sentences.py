@@ -1,0 +1,75 @@
+"""Sentences for contrastive pretraining, one tokenized row each: `input_ids`, and when supervised the
+positive's `pair_input_ids` and a hard negative's `negative_input_ids`.
+
+    plain text (.txt, documents per data.document_boundary, e.g. `sentence`) -> unsupervised
+    a table with data.text_column + data.text_pair_column (+ data.negative_column) -> supervised
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from llmkit.config import Config, data_path
+from llmkit.data.files import TEXT_SUFFIXES, first_rows, iter_documents, read_file, require_columns
+from llmkit.data.labeled import SPLIT_KEYS
+from llmkit.errors import LlmkitError
+
+
+def views(cfg: Config) -> dict[str, str]:
+    """Row column -> the data column it is tokenized from."""
+    d = cfg.data
+    return {"input_ids": d.text_column, **({"pair_input_ids": d.text_pair_column} if d.text_pair_column else {}),
+            **({"negative_input_ids": d.negative_column} if d.negative_column else {})}
+
+
+def sentence_texts(cfg: Config):
+    """The training file's texts, streamed (to train a tokenizer on)."""
+    path = data_path(cfg, "train_file")
+    return iter_documents(path, SPLIT_KEYS["train"], cfg.data.document_boundary, cfg.data.text_column)
+
+
+def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
+    """Tokenized rows of data.<split>_file (None when it is not set and not `required`)."""
+    import datasets
+
+    datasets.disable_progress_bars()
+    key, path = SPLIT_KEYS[split], data_path(cfg, f"{split}_file")
+    if path is None:
+        if required:
+            raise LlmkitError(f"{key}: required for contrastive pretraining on the {split} split")
+        return None
+    columns = views(cfg)
+    if Path(path).suffix.lower() in TEXT_SUFFIXES:
+        if len(columns) > 1:
+            raise LlmkitError(f"{key}: {path} is plain text, but data.text_pair_column / negative_column name "
+                              "columns of a pairs file (.jsonl, .csv, .tsv, .parquet)")
+        next(iter_documents(path, key, cfg.data.document_boundary, "text"), None)  # a bad file: one clear line
+        stat = os.stat(path)
+        rows = datasets.Dataset.from_generator(_documents, gen_kwargs={
+            "path": path, "key": key, "boundary": cfg.data.document_boundary,
+            "version": (stat.st_size, stat.st_mtime_ns)})
+        columns = {"input_ids": "text"}
+    else:
+        rows = read_file(path, key)
+        require_columns(rows, list(columns.values()), path, key)
+    wanted = list(columns.values())
+    rows = rows.select_columns(wanted).filter(
+        lambda batch: [all(str(batch[c][i] or "").strip() for c in wanted) for i in range(len(batch[wanted[0]]))],
+        batched=True)
+    if len(rows) == 0:
+        raise LlmkitError(f"{key}: {path} has no rows with every text column filled ({', '.join(wanted)})")
+    rows = first_rows(rows, cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples)
+
+    def tokenize(batch):
+        return {view: tokenizer([str(t).strip() for t in batch[column]], truncation=True,
+                                max_length=cfg.data.max_seq_length)["input_ids"] for view, column in columns.items()}
+
+    return rows.map(tokenize, batched=True, remove_columns=rows.column_names,
+                    num_proc=cfg.data.preprocessing_num_workers)
+
+
+def _documents(path: str, key: str, boundary: str, version):
+    for text in iter_documents(path, key, boundary, "text"):
+        if text.strip():
+            yield {"text": text.strip()}
