@@ -37,19 +37,7 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     source = trained_model_source(cfg)
     tokenizer = load_tokenizer(source, "model.name_or_path")
     if cfg.infer.task != "auto":
-        examples = _read_inputs(cfg, input_path, words=False)
-        texts = [e["text"] for e in examples]
-        if cfg.infer.task == "zero_shot":
-            predictions = ZeroShot(cfg, source, tokenizer, accelerator, batch_size).predict(texts)
-            return _write(output_path, [{**e, **p} for e, p in zip(examples, predictions)])
-        vectors = embed_texts(cfg, source, tokenizer, texts, accelerator, batch_size)
-        if output_path and output_path.endswith(".npy"):
-            import numpy as np
-
-            np.save(output_path, vectors.numpy())
-            print(f"{len(texts)} embeddings of size {vectors.shape[1]} written to {output_path}", file=sys.stderr)
-            return len(texts)
-        return _write(output_path, [{**e, "embedding": v} for e, v in zip(examples, vectors.tolist())])
+        return _without_training(cfg, source, tokenizer, accelerator, input_path, output_path, batch_size)
     task = PRETRAIN_HEADS[cfg.pretrain.objective] if cfg.kind == "pretrain" else cfg.finetune.task
     examples = _read_inputs(cfg, input_path, words=task == "token_classification")
     model = load_trained(source, task if cfg.kind == "pretrain" else TASK_HEADS[task][0])
@@ -97,6 +85,24 @@ def _write(output_path: str | None, results: list[dict]) -> int:
     if output_path and output_path != "-":
         print(f"{len(results)} predictions written to {output_path}", file=sys.stderr)
     return len(results)
+
+
+def _without_training(cfg: Config, source: str, tokenizer, accelerator, input_path: str, output_path: str | None,
+                      batch_size: int) -> int:
+    """infer.task `embed` (JSONL, or one .npy array) or `zero_shot`."""
+    examples = _read_inputs(cfg, input_path, words=False)
+    texts = [e["text"] for e in examples]
+    if cfg.infer.task == "zero_shot":
+        predictions = ZeroShot(cfg, source, tokenizer, accelerator, batch_size).predict(texts)
+        return _write(output_path, [{**e, **p} for e, p in zip(examples, predictions)])
+    vectors = embed_texts(cfg, source, tokenizer, texts, accelerator, batch_size)
+    if output_path and output_path.endswith(".npy"):
+        import numpy as np
+
+        np.save(output_path, vectors.numpy())
+        print(f"{len(texts)} embeddings of size {vectors.shape[1]} written to {output_path}", file=sys.stderr)
+        return len(texts)
+    return _write(output_path, [{**e, "embedding": v} for e, v in zip(examples, vectors.tolist())])
 
 
 def _generate(cfg: Config, model, tokenizer, prompt: str, accelerator) -> str:
