@@ -246,3 +246,12 @@ def test_causal_lm_blocks_are_one_stream_with_eos_between_documents(tmp_path):
     for doc in docs:
         expected += tok(doc, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
     assert [t for block in blocks for t in block] == expected
+
+
+def test_a_tokenizer_trained_on_other_documents_is_not_taken_from_the_cache(tmp_path):
+    text = "".join(f"document {i} : the {w} was great .\n" for i, w in enumerate(["food", "room", "view"] * 20))
+    cache = f"data.cache_dir={tmp_path / 'cache'}"
+    everything = _corpus(tmp_path, cache, "data.validation_split_percentage=0", text=text)
+    held_out = _corpus(tmp_path, cache, "data.validation_split_percentage=20", text=text)
+    assert everything.info["train_documents"] == 60 and held_out.info["train_documents"] == 48
+    assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 2  # one per set of training documents

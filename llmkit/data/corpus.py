@@ -122,7 +122,9 @@ def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Pa
         return lambda: (doc for i, doc in enumerate(_documents(cfg, train_path, "data.train_file", limit))
                         if (i in held_out) == keep_held_out)
 
-    tokenizer = choose_tokenizer(cfg, split(False), json.dumps([fingerprint_files([train_path]), count]))
+    # Keyed by what it is trained on: the file, and which of its documents are training ones.
+    tokenizer = choose_tokenizer(cfg, split(False),
+                                 json.dumps([fingerprint_files([train_path]), count, len(held_out)]))
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
