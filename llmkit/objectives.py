@@ -84,8 +84,7 @@ class CausalLM:
     head = "causal_lm"
 
     def __init__(self, tokenizer):
-        # GPT-2's tokenizer has no pad token; padded positions are masked out, so eos serves.
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = pad_token_id(tokenizer)
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
         batch = pad_inputs(rows, self.pad_token_id)
@@ -118,7 +117,7 @@ class Contrastive:
     VIEWS = ("pair", "negative")
 
     def __init__(self, tokenizer):
-        self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = pad_token_id(tokenizer)
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
         batch = pad_inputs({"input_ids": rows["input_ids"]}, self.pad_token_id)
@@ -148,6 +147,11 @@ def language_model_metrics(loss_sum: float, count: int) -> dict:
     """Mean loss per predicted token and its exponential, the perplexity."""
     loss = loss_sum / max(count, 1)
     return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_predicted_tokens": count}
+
+
+def pad_token_id(tokenizer) -> int:
+    """GPT-2's tokenizer has no pad token; padded positions are masked out, so eos serves."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
 
 def model_inputs(batch: dict) -> dict:

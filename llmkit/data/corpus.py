@@ -76,7 +76,7 @@ def evaluation_blocks(cfg: Config, split: str, tokenizer):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         try:
-            _write_blocks(cfg, _documents(cfg, path, key), tokenizer, tmp)
+            _write_blocks(cfg, documents(cfg, path, key), tokenizer, tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -112,14 +112,14 @@ def _tokenizer_identity(cfg: Config):
 def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Path) -> None:
     started = time.perf_counter()
     limit = cfg.data.max_train_samples
-    count = sum(1 for _ in _documents(cfg, train_path, "data.train_file", limit))
+    count = sum(1 for _ in documents(cfg, train_path, "data.train_file", limit))
     held_out: set[int] = set()
     if validation_path is None and cfg.data.validation_split_percentage > 0 and count >= 2:
         size = max(1, round(count * cfg.data.validation_split_percentage / 100))
         held_out = set(random.Random(SPLIT_SEED).sample(range(count), size))
 
     def split(keep_held_out: bool) -> Callable[[], Iterator[str]]:
-        return lambda: (doc for i, doc in enumerate(_documents(cfg, train_path, "data.train_file", limit))
+        return lambda: (doc for i, doc in enumerate(documents(cfg, train_path, "data.train_file", limit))
                         if (i in held_out) == keep_held_out)
 
     # Keyed by what it is trained on: the file, and which of its documents are training ones.
@@ -131,7 +131,7 @@ def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Pa
         tokenizer.save_pretrained(tmp / "tokenizer")
         info = {"train_file": train_path, "validation_file": validation_path,
                 **_write_blocks(cfg, split(False)(), tokenizer, tmp / "train.arrow", "train")}
-        validation = split(True)() if held_out else _documents(cfg, validation_path, "data.validation_file") \
+        validation = split(True)() if held_out else documents(cfg, validation_path, "data.validation_file") \
             if validation_path else None
         if validation is not None:
             info.update(_write_blocks(cfg, validation, tokenizer, tmp / "validation.arrow", "validation"))
@@ -165,7 +165,7 @@ def _load(folder: Path) -> Corpus:
     )
 
 
-def _documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Iterator[str]:
+def documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Iterator[str]:
     """The file's stripped non-empty documents, streamed (exact duplicates dropped with data.dedupe,
     the first `limit` only). Fails if there are none."""
     seen: set[bytes] = set()  # 8-byte digests: the one thing that grows with the corpus

@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from llmkit.config import Config, data_path
-from llmkit.data.files import TEXT_SUFFIXES, first_rows, iter_documents, read_file, require_columns
+from llmkit.data.corpus import documents
+from llmkit.data.files import TEXT_SUFFIXES, first_rows, read_file, require_columns
 from llmkit.data.labeled import SPLIT_KEYS
 from llmkit.errors import LlmkitError
 
@@ -25,8 +26,7 @@ def views(cfg: Config) -> dict[str, str]:
 
 def sentence_texts(cfg: Config):
     """The training file's texts, streamed (to train a tokenizer on)."""
-    path = data_path(cfg, "train_file")
-    return iter_documents(path, SPLIT_KEYS["train"], cfg.data.document_boundary, cfg.data.text_column)
+    return documents(cfg, data_path(cfg, "train_file"), SPLIT_KEYS["train"])
 
 
 def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
@@ -44,11 +44,10 @@ def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
         if len(columns) > 1:
             raise LlmkitError(f"{key}: {path} is plain text, but data.text_pair_column / negative_column name "
                               "columns of a pairs file (.jsonl, .csv, .tsv, .parquet)")
-        next(iter_documents(path, key, cfg.data.document_boundary, "text"), None)  # a bad file: one clear line
+        next(documents(cfg, path, key), None)  # a bad or empty file: one clear line, before datasets wraps it
         stat = os.stat(path)
-        rows = datasets.Dataset.from_generator(_documents, gen_kwargs={
-            "path": path, "key": key, "boundary": cfg.data.document_boundary,
-            "version": (stat.st_size, stat.st_mtime_ns)})
+        rows = datasets.Dataset.from_generator(_rows, gen_kwargs={
+            "cfg": cfg, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
         columns = {"input_ids": "text"}
     else:
         rows = read_file(path, key)
@@ -69,7 +68,5 @@ def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
                     num_proc=cfg.data.preprocessing_num_workers)
 
 
-def _documents(path: str, key: str, boundary: str, version):
-    for text in iter_documents(path, key, boundary, "text"):
-        if text.strip():
-            yield {"text": text.strip()}
+def _rows(cfg: Config, path: str, key: str, version):
+    yield from ({"text": text} for text in documents(cfg, path, key))

@@ -23,7 +23,7 @@ from llmkit.data.tokenizer import load_tokenizer
 from llmkit.embeddings import ZeroShot, embed_texts
 from llmkit.errors import LlmkitError
 from llmkit.modeling import load_trained
-from llmkit.objectives import TASK_HEADS
+from llmkit.objectives import TASK_HEADS, pad_token_id
 from llmkit.stages.common import make_accelerator, trained_model_source
 from llmkit.wrappers import PRETRAIN_HEADS
 
@@ -117,8 +117,7 @@ def _generate(cfg: Config, model, tokenizer, prompt: str, accelerator) -> str:
     sampling = {"temperature": g.temperature, "top_k": g.top_k, "top_p": g.top_p} if g.do_sample else {}
     with torch.inference_mode(), accelerator.autocast():
         output = model.generate(**inputs, max_new_tokens=g.max_new_tokens, do_sample=g.do_sample, **sampling,
-                                pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                                else tokenizer.eos_token_id)
+                                pad_token_id=pad_token_id(tokenizer))
     return tokenizer.decode(output[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
 
 
