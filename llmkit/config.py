@@ -156,10 +156,16 @@ class DataSection(Section):
 
 
 class PretrainSection(Section):
-    objective: Literal["mlm", "clm", "contrastive"] = "mlm"
+    objective: Literal["mlm", "mlm+nsp", "mlm+sop", "clm", "contrastive"] = "mlm"
     """Self-supervised objective: `mlm`, masked language modelling (AutoModelForMaskedLM), the
     denoising-autoencoder objective: the input is corrupted (tokens masked or replaced) and the model
-    learns to restore it; or `clm`, causal language modelling (AutoModelForCausalLM: GPT-2-, Llama-style),
+    learns to restore it. `mlm+nsp` and `mlm+sop` add BERT's next-sentence prediction or ALBERT's
+    sentence-order prediction on the [CLS] token (AutoModelForPreTraining: BERT, ALBERT): each example
+    is a pair of segments [CLS] A [SEP] B [SEP] cut from one document at a sentence end; for NSP, half
+    the Bs are replaced by text from another document, for SOP half the pairs are swapped. Pairs are
+    drawn once, when the corpus is preprocessed (as BERT's create_pretraining_data does); masking
+    still changes every epoch. The loss is the mean masked-token loss plus the mean pair loss.
+    Or `clm`, causal language modelling (AutoModelForCausalLM: GPT-2-, Llama-style),
     each token predicting the next. CLM blocks carry no [CLS]; documents are separated by the eos token.
     Or `contrastive`, SimCSE sentence embeddings (AutoModel): each text must pick its positive among
     the batch's. Unsupervised on plain sentences (the positive is the same sentence under another
@@ -187,15 +193,22 @@ class PretrainSection(Section):
     random_replace_prob: float = Field(0.1, ge=0, le=1)
     """Of the selected tokens, the share replaced by a random token (the rest stay unchanged)."""
 
+    pseudo_perplexity: bool = False
+    """`llmkit evaluate` also reports the pseudo-perplexity of masked-LM objectives (Salazar et al. 2020):
+    each token masked in turn and scored given all the others, the score comparable across models with
+    different masking. It costs one forward per token, so training's own evaluations leave it out."""
+
     sparse_prediction: bool = True
     """Run the LM head (transform and vocabulary projection) only on the selected tokens, not on every
     position: the same loss for a fraction of the head's compute (BERT- and RoBERTa-style heads;
     other architectures run dense)."""
 
     @model_validator(mode="after")
-    def _shares(self) -> PretrainSection:
+    def _consistent(self) -> PretrainSection:
         if self.mask_replace_prob + self.random_replace_prob > 1:
             raise ValueError("mask_replace_prob + random_replace_prob must be at most 1")
+        if self.pseudo_perplexity and not self.objective.startswith("mlm"):
+            raise ValueError(f"pseudo_perplexity is for masked-LM objectives, not {self.objective}")
         return self
 
 

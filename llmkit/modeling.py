@@ -11,12 +11,15 @@ from llmkit.errors import LlmkitError
 
 HEADS = {
     "masked_lm": "AutoModelForMaskedLM",
+    "pretraining": "AutoModelForPreTraining",  # masked LM + sentence-pair head (BertForPreTraining)
     "sequence_classification": "AutoModelForSequenceClassification",
     "token_classification": "AutoModelForTokenClassification",
     "causal_lm": "AutoModelForCausalLM",
     "encoder": "AutoModel",
 }
-ARCHITECTURE_SUFFIXES = {"masked_lm": "ForMaskedLM", "sequence_classification": "ForSequenceClassification",
+ARCHITECTURE_SUFFIXES = {"masked_lm": ("ForMaskedLM", "ForPreTraining"),  # a *ForPreTraining model holds the MLM head
+                         "pretraining": "ForPreTraining",
+                         "sequence_classification": "ForSequenceClassification",
                          "token_classification": "ForTokenClassification",
                          "causal_lm": ("ForCausalLM", "LMHeadModel"),  # GPT2LMHeadModel
                          "encoder": ""}  # every model has one

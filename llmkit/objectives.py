@@ -14,6 +14,7 @@ import math
 from llmkit.data.batching import pad, pad_inputs
 
 IGNORE_INDEX = -100
+PSEUDO_PERPLEXITY_TOKENS = 16384  # tokens per forward when scoring one-mask copies of an example
 MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)
 
@@ -32,12 +33,12 @@ class MaskedLM:
 
     head = "masked_lm"
 
-    def __init__(self, tokenizer, section, seed: int):
+    def __init__(self, tokenizer, section, seed: int, pseudo_perplexity: bool = False):
         if tokenizer.mask_token_id is None:
             from llmkit.errors import LlmkitError
 
             raise LlmkitError("tokenizer: masked-LM pretraining needs a tokenizer with a mask token")
-        self.tokenizer, self.section, self.seed = tokenizer, section, seed
+        self.tokenizer, self.section, self.seed, self.pseudo_perplexity = tokenizer, section, seed, pseudo_perplexity
         self.special_ids = sorted(set(tokenizer.all_special_ids))
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
@@ -72,10 +73,77 @@ class MaskedLM:
         return model(labels=batch["labels"], **model_inputs(batch)), self.count(batch)
 
     def eval_outputs(self, model, batch) -> list:
-        return []
+        return self._pseudo_log_likelihoods(model, batch) if self.pseudo_perplexity else []
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
-        return language_model_metrics(loss_sum, count)
+        metrics = language_model_metrics(loss_sum, count)
+        if self.pseudo_perplexity:
+            tokens = sum(o["pll_tokens"] for o in outputs)
+            metrics["pseudo_perplexity"] = math.exp(min(sum(o["pll_loss"] for o in outputs) / max(tokens, 1), 700.0))
+        return metrics
+
+    def _pseudo_log_likelihoods(self, model, batch) -> list[dict]:
+        """Per example: the summed loss of each non-special token masked alone, given all the others
+        (its pseudo-log-likelihood, negated), over copies of the example with one [MASK] each."""
+        import torch
+
+        original = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], batch["input_ids"])  # unmasked
+        maskable = batch["attention_mask"].bool() & ~torch.isin(original, torch.tensor(self.special_ids,
+                                                                                       device=original.device))
+        outputs = []
+        for row, length in enumerate(batch["attention_mask"].sum(1).tolist()):
+            example = {k: v[row, :length] for k, v in model_inputs({**batch, "input_ids": original}).items()}
+            positions = maskable[row].nonzero().squeeze(1)
+            loss = 0.0
+            for chunk in positions.split(max(1, PSEUDO_PERPLEXITY_TOKENS // length)):
+                copies = {k: v.expand(len(chunk), -1).clone() for k, v in example.items()}
+                labels = torch.full_like(copies["input_ids"], IGNORE_INDEX)
+                rows = torch.arange(len(chunk), device=chunk.device)
+                labels[rows, chunk] = copies["input_ids"][rows, chunk]
+                copies["input_ids"][rows, chunk] = self.tokenizer.mask_token_id
+                loss += model.token_losses(labels, **copies).sum().item()
+            outputs.append({"pll_loss": loss, "pll_tokens": len(positions)})
+        return outputs
+
+
+class MaskedLMPairs(MaskedLM):
+    """Masked LM on segment pairs plus the pair task (`nsp`: is B what follows A; `sop`: are A and B in
+    order), whose label each row carries as `next_sentence_label` (data.pairs builds the rows)."""
+
+    head = "pretraining"
+
+    def __init__(self, tokenizer, section, seed: int, pseudo_perplexity: bool = False):
+        super().__init__(tokenizer, section, seed, pseudo_perplexity)
+        self.task = section.objective.removeprefix("mlm+")
+
+    def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        import torch
+
+        batch = super().collate(rows, example_ids, epoch)
+        batch["next_sentence_label"] = torch.tensor(rows["next_sentence_label"])
+        return batch
+
+    def loss(self, model, batch):
+        """`model` is a wrappers.MaskedLMPairLoss."""
+        return model(labels=batch["labels"], next_sentence_label=batch["next_sentence_label"],
+                     **model_inputs(batch)), self.count(batch)
+
+    def eval_outputs(self, model, batch) -> list:
+        token_losses, pair_logits = model.outputs(batch["labels"], **model_inputs(batch))
+        rows = (batch["labels"] != IGNORE_INDEX).nonzero()[:, 0]
+        masked_loss = token_losses.new_zeros(len(pair_logits)).index_add_(0, rows, token_losses).tolist()
+        correct = (pair_logits.argmax(-1) == batch["next_sentence_label"]).tolist()
+        outputs = [{"masked_lm_loss": loss, "pair_correct": right} for loss, right in zip(masked_loss, correct)]
+        if self.pseudo_perplexity:
+            outputs = [{**o, **p} for o, p in zip(outputs, self._pseudo_log_likelihoods(model, batch))]
+        return outputs
+
+    def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
+        """`loss` is the training loss (masked-token mean + pair mean); the perplexity is the masked LM's."""
+        masked_lm = language_model_metrics(sum(o["masked_lm_loss"] for o in outputs), count)
+        return {**super().metrics(loss_sum, count, outputs), "masked_lm_loss": masked_lm["loss"],
+                "perplexity": masked_lm["perplexity"],
+                f"{self.task}_accuracy": sum(o["pair_correct"] for o in outputs) / max(len(outputs), 1)}
 
 
 class CausalLM:

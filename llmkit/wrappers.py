@@ -1,6 +1,7 @@
 """Modules the training loop runs in place of a bare Hugging Face model, each saving as plain HF models.
 
 - MaskedLMLoss: a masked LM whose forward is its summed loss, with the LM head run on masked rows only.
+- MaskedLMPairLoss: the same plus next-sentence / sentence-order prediction (BERT's pretraining loss).
 - MultiTaskModel: every task's model around one shared encoder, called by task name.
 - ContrastiveLoss: an encoder whose forward is SimCSE's loss, saved with its pooling.
 
@@ -14,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from llmkit.errors import LlmkitError
-from llmkit.objectives import IGNORE_INDEX, CausalLM, Contrastive, MaskedLM
+from llmkit.objectives import IGNORE_INDEX, CausalLM, Contrastive, MaskedLM, MaskedLMPairs
 
 LM_HEADS = ("cls", "lm_head")  # the LM head's attribute in BERT- and RoBERTa-style *ForMaskedLM models
 
@@ -30,17 +31,55 @@ class MaskedLMLoss(torch.nn.Module):
         self.model = model
         self.head = next((name for name in LM_HEADS if hasattr(model, name)), None) if sparse else None
 
-    def forward(self, labels, **inputs):
+    def token_losses(self, labels, **inputs):
+        """The loss of each masked position, in row-major order."""
         selected = labels != IGNORE_INDEX
         if self.head is None:
             logits = self.model(**inputs).logits[selected]
         else:
             hidden = self.model.base_model(**inputs)[0]
             logits = getattr(self.model, self.head)(hidden[selected])
-        return F.cross_entropy(logits.float(), labels[selected], reduction="sum")
+        return F.cross_entropy(logits.float(), labels[selected], reduction="none")
+
+    def forward(self, labels, **inputs):
+        return self.token_losses(labels, **inputs).sum()
 
     def hf_models(self) -> dict:
         return {"": ("model.", self.model)}
+
+
+class MaskedLMPairLoss(MaskedLMLoss):
+    """BERT's pretraining loss: masked LM plus a two-way sentence-pair head (NSP or SOP) on the pooled
+    [CLS] vector, from a *ForPreTraining model. BERT sums the mean masked-token loss and the mean pair
+    loss; the loop divides the sum by the masked-token count, so each pair's loss is weighted by the
+    masked tokens per example. The LM head runs on masked rows only, as in MaskedLMLoss."""
+
+    HEADS = (("cls.predictions", "cls.seq_relationship"), ("predictions", "sop_classifier"))  # BERT, ALBERT
+
+    def __init__(self, model, sparse: bool = True):
+        torch.nn.Module.__init__(self)
+        names = {name for name, _ in model.named_modules()}
+        heads = next((pair for pair in self.HEADS if set(pair) <= names), None)
+        if heads is None:
+            raise LlmkitError(f"pretrain.objective: {type(model).__name__} has no sentence-pair head; "
+                              "NSP and SOP train BERT- or ALBERT-style models (model_type bert or albert)")
+        self.model, self.sparse = model, sparse
+        self.lm_head, self.pair_head = (model.get_submodule(name) for name in heads)
+
+    def outputs(self, labels, **inputs):
+        """Each masked position's loss, and each example's pair logits."""
+        hidden, pooled = self.model.base_model(**inputs)[:2]
+        selected = labels != IGNORE_INDEX
+        logits = self.lm_head(hidden[selected]) if self.sparse else self.lm_head(hidden)[selected]
+        return F.cross_entropy(logits.float(), labels[selected], reduction="none"), self.pair_head(pooled).float()
+
+    def token_losses(self, labels, **inputs):
+        return self.outputs(labels, **inputs)[0]
+
+    def forward(self, labels, next_sentence_label, **inputs):
+        token_losses, pair_logits = self.outputs(labels, **inputs)
+        pair_loss = F.cross_entropy(pair_logits, next_sentence_label, reduction="sum")
+        return token_losses.sum() + pair_loss * len(token_losses) / len(next_sentence_label)
 
 
 class MultiTaskModel(torch.nn.Module):
@@ -118,14 +157,18 @@ class ContrastiveLoss(torch.nn.Module):
         save_pooling(folder, self.pooling, self.model.config.hidden_size)
 
 
-PRETRAIN_HEADS = {"mlm": "masked_lm", "clm": "causal_lm", "contrastive": "encoder"}
+PRETRAIN_HEADS = {"mlm": "masked_lm", "mlm+nsp": "pretraining", "mlm+sop": "pretraining", "clm": "causal_lm",
+                  "contrastive": "encoder"}
 
 
-def language_model(cfg, model, tokenizer):
-    """The module pretraining runs around the HF model, and its objective."""
+def language_model(cfg, model, tokenizer, pseudo_perplexity: bool = False):
+    """The module pretraining runs around the HF model, and its objective (evaluation may ask the
+    masked-LM objectives for the pseudo-perplexity too)."""
     p = cfg.pretrain
     if p.objective == "clm":
         return model, CausalLM(tokenizer)
     if p.objective == "contrastive":
         return ContrastiveLoss(model, p.pooling, p.temperature), Contrastive(tokenizer)
-    return MaskedLMLoss(model, p.sparse_prediction), MaskedLM(tokenizer, p, cfg.seed)
+    if p.objective == "mlm":
+        return MaskedLMLoss(model, p.sparse_prediction), MaskedLM(tokenizer, p, cfg.seed, pseudo_perplexity)
+    return MaskedLMPairLoss(model, p.sparse_prediction), MaskedLMPairs(tokenizer, p, cfg.seed, pseudo_perplexity)

@@ -59,7 +59,7 @@ def test_packing_keeps_every_token_in_order(tmp_path):
     blocks = corpus.train["input_ids"]
     assert all(block[0] == tok.cls_token_id and len(block) <= 16 for block in blocks)
     assert [t for block in blocks for t in block[1:]] == expected
-    assert corpus.info["train_documents"] == 120 and corpus.info["validation_blocks"] == 0
+    assert corpus.info["train_documents"] == 120 and corpus.info["validation_examples"] == 0
 
 
 def test_streamed_packing_carries_across_batches_and_holds_out_whole_documents(tmp_path, monkeypatch):
@@ -255,3 +255,121 @@ def test_a_tokenizer_trained_on_other_documents_is_not_taken_from_the_cache(tmp_
     held_out = _corpus(tmp_path, cache, "data.validation_split_percentage=20", text=text)
     assert everything.info["train_documents"] == 60 and held_out.info["train_documents"] == 48
     assert len(list((tmp_path / "cache" / "tokenizers").iterdir())) == 2  # one per set of training documents
+
+
+def _numbered_documents(sentence_lengths: list[list[int]]):
+    """Documents whose token ids say where they come from: document d's t-th token is d * 1000 + t."""
+    from llmkit.data.pairs import Document
+
+    return [Document({"input_ids": d * 1000 + np.arange(sum(lengths), dtype=np.int32)}, np.cumsum(lengths))
+            for d, lengths in enumerate(sentence_lengths)]
+
+
+@pytest.mark.parametrize("task", ["nsp", "sop"])
+def test_segment_pairs_are_cut_from_one_document_at_sentence_ends(task):
+    from llmkit.data.pairs import NOT_NEXT, PairMaker
+
+    rng = np.random.default_rng(0)
+    docs = _numbered_documents([rng.integers(3, 12, size=rng.integers(2, 12)).tolist() for _ in range(60)]
+                               + [[80]])  # one sentence longer than the budget
+    ends = {d: set(doc.ends.tolist()) for d, doc in enumerate(docs)}
+    cls, sep, budget = -1, -2, 29
+    maker = PairMaker(task, budget, {"input_ids": (cls, sep)}, seed=0)
+    rows = {k: v for k, v in maker.rows(docs[:30]).items()}
+    more = maker.rows(docs[30:])  # the next batch may take random segments from this one's documents
+    for key in rows:
+        rows[key] += more[key]
+    labels = np.array(rows["next_sentence_label"])
+    assert 0.4 < labels.mean() < 0.6
+    for ids, types, label in zip(rows["input_ids"], rows["token_type_ids"], labels):
+        ids = ids.tolist()
+        assert ids[0] == cls and ids[-1] == sep and ids.count(sep) == 2 and len(ids) <= budget + 3
+        split = ids.index(sep)
+        a, b = np.array(ids[1:split]), np.array(ids[split + 1:-1])
+        assert len(a) and len(b) and types.tolist() == [0] * (len(a) + 2) + [1] * (len(b) + 1)
+        for segment in (a, b):  # each segment is a contiguous run of one document
+            assert (np.diff(segment) == 1).all()
+        first, second = (b, a) if task == "sop" and label == NOT_NEXT else (a, b)
+        if task == "nsp" and label == NOT_NEXT:
+            assert first[0] // 1000 != second[0] // 1000  # B is another document's, from a sentence start
+            assert second[0] % 1000 == 0 or second[0] % 1000 in ends[second[0] // 1000]
+        else:  # B is what follows A in the same document, A ending at a sentence end where it has one
+            assert second[0] == first[-1] + 1 and first[0] // 1000 == second[-1] // 1000
+            document = first[0] // 1000
+            if any(first[0] % 1000 < end < second[-1] % 1000 + 1 for end in ends[document]):
+                assert second[0] % 1000 in ends[document]
+
+
+def test_segment_pairs_through_preprocessing_mark_words_and_split_sentences(tmp_path):
+    text = "".join(f"Topic {d} begins here. The cat sat on mat {d}! Does it rain {d}? Nobody knows why.\n"
+                   for d in range(40))
+    corpus = _corpus(tmp_path, "pretrain.objective=mlm+sop", "pretrain.whole_word_mask=true",
+                     "data.validation_split_percentage=10", "data.max_seq_length=48", text=text)
+    tok, train = corpus.tokenizer, corpus.train
+    assert corpus.info["validation_examples"] > 0 and set(train.column_names) == {
+        "input_ids", "token_type_ids", "word_starts", "next_sentence_label"}
+    for row in train:
+        decoded = tok.decode(row["input_ids"])
+        assert decoded.startswith("[CLS]") and decoded.count("[SEP]") == 2
+        first = decoded.removeprefix("[CLS] ").split(" [SEP]")[0]
+        assert first.endswith((".", "!", "?"))  # whole sentences: every document has four
+        assert len(row["word_starts"]) == len(row["input_ids"]) and row["word_starts"][0]
+    assert 0.3 < np.mean(train["next_sentence_label"]) < 0.7
+
+
+def _pair_model(model_type: str, vocab_size: int):
+    from transformers import AutoConfig, AutoModelForPreTraining
+
+    config = AutoConfig.for_model(model_type, vocab_size=vocab_size, hidden_size=64, num_hidden_layers=2,
+                                  num_attention_heads=2, intermediate_size=128, max_position_embeddings=80,
+                                  embedding_size=32)
+    torch.manual_seed(0)
+    return AutoModelForPreTraining.from_config(config).eval()
+
+
+@pytest.mark.parametrize("model_type", ["bert", "albert"])
+def test_the_pair_loss_is_berts_pretraining_loss(model_type):
+    """Summed over masked tokens, so the loop's division by their count gives transformers' mean
+    masked-LM loss plus mean pair loss; the sparse head changes nothing."""
+    from llmkit.wrappers import MaskedLMPairLoss
+
+    masker, corpus = _masker()
+    batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
+    batch["token_type_ids"] = (torch.arange(batch["input_ids"].shape[1]) > 20).long().expand_as(batch["input_ids"])
+    labels = torch.tensor([0, 1] * 4)
+    model = _pair_model(model_type, len(corpus.tokenizer))
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    ours = [MaskedLMPairLoss(model, sparse)(labels=batch["labels"], next_sentence_label=labels, **inputs)
+            for sparse in (True, False)]
+    label_name = "sentence_order_label" if model_type == "albert" else "next_sentence_label"
+    theirs = model(**inputs, labels=batch["labels"], **{label_name: labels}).loss
+    count = (batch["labels"] != IGNORE_INDEX).sum()
+    assert torch.allclose(ours[0], ours[1], rtol=1e-5) and torch.allclose(ours[0] / count, theirs, rtol=1e-5)
+
+
+def test_pseudo_perplexity_masks_each_token_in_turn():
+    import math
+
+    from llmkit.wrappers import MaskedLMLoss
+
+    masker, corpus = _masker()
+    masker.pseudo_perplexity = True
+    blocks = corpus.train[[0, 1]]["input_ids"]
+    rows = {"input_ids": [blocks[0][:30], blocks[1][:7]]}  # two lengths: padding must not count
+    batch = masker.collate(rows, [0, 1], epoch=0)
+    from transformers import AutoModelForMaskedLM
+
+    mlm = AutoModelForMaskedLM.from_config(_pair_model("bert", len(corpus.tokenizer)).config).eval()
+    with torch.no_grad():
+        outputs = masker.eval_outputs(MaskedLMLoss(mlm), batch)
+        for ids, output in zip(rows["input_ids"], outputs):  # by hand: one forward per position
+            positions = [p for p, token in enumerate(ids) if token not in masker.special_ids]
+            loss = 0.0
+            for position in positions:
+                masked = torch.tensor([ids])
+                masked[0, position] = corpus.tokenizer.mask_token_id
+                loss -= mlm(input_ids=masked).logits[0, position].log_softmax(-1)[ids[position]].item()
+            assert output["pll_tokens"] == len(positions) and math.isclose(output["pll_loss"], loss, rel_tol=1e-4)
+    metrics = masker.metrics(0.0, 1, outputs)
+    assert math.isclose(metrics["pseudo_perplexity"],
+                        math.exp(sum(o["pll_loss"] for o in outputs) / sum(o["pll_tokens"] for o in outputs)))

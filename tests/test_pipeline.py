@@ -350,3 +350,56 @@ def test_supervised_simcse_on_pairs_with_hard_negatives(tmp_path):
     result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'bad'}", *pairs[1:],
                      f"data.train_file={tmp_path / 'pairs.jsonl'}", "data.negative_column=negatives")
     assert result.exit_code == 2 and "has no column 'negatives'" in result.output
+
+
+def _topic_documents(path, count: int = 240):
+    """Documents on four topics, every sentence naming its topic: a segment from another document is
+    mostly off-topic, so next-sentence prediction is learnable by a tiny model (at best 0.875: a quarter
+    of the other documents share the topic)."""
+    import random
+
+    rng = random.Random(0)
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    topics = ("sun", "sea", "oak", "ice")
+    docs = [" ".join(topics[d % 4].capitalize() + " " + " ".join(rng.choice(words) + topics[d % 4]
+                                                                for _ in range(rng.randint(4, 9))) + "."
+                     for _ in range(rng.randint(4, 8))) for d in range(count)]
+    path.write_text("\n".join(docs) + "\n")
+    return path
+
+
+def test_next_sentence_prediction_pretrains_evaluates_and_fine_tunes(tmp_path):
+    out = tmp_path / "nsp"
+    corpus = [f"data.train_file={_topic_documents(tmp_path / 'topics.txt')}", "data.validation_split_percentage=20",
+              "pretrain.objective=mlm+nsp"]
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", *corpus, "train.max_steps=200", "train.eval_steps=200"))
+    assert "BertForPreTraining" in (out / "config.json").read_text()
+    last = read_jsonl(out / "metrics.jsonl")[-1]
+    assert last["eval_nsp_accuracy"] > 0.7 and last["eval_perplexity"] < 25  # chance: 0.5; ~1,000 tokens
+    assert last["eval_loss"] == pytest.approx(last["eval_masked_lm_loss"] + 0.1, abs=0.6)  # + the pair loss
+
+    ok(run_cli("evaluate", PRETRAIN, f"output_dir={out}", *corpus, "pretrain.pseudo_perplexity=true",
+               "data.max_eval_samples=20"))
+    results = json.loads((out / "eval_results.json").read_text())
+    assert 1 < results["pseudo_perplexity"] < 25 and results["nsp_accuracy"] > 0.6
+    filled = json.loads(ok(run_cli("infer", PRETRAIN, f"output_dir={out}", *corpus, "--input", "-",
+                                   input="Sun alphasun bravosun charliesun [MASK].")).stdout)
+    assert all(p["token"].endswith("sun") for p in filled["predictions"][0])  # the topic's words, from its MLM head
+    ok(run_cli("finetune", FINETUNE, f"output_dir={tmp_path / 'classifier'}", f"model.name_or_path={out}",
+               "train.max_steps=5"))
+
+
+def test_sentence_order_prediction_trains_albert(tmp_path):
+    out = tmp_path / "sop"
+    albert = ("{model_type: albert, embedding_size: 32, hidden_size: 64, num_hidden_layers: 2, num_attention_heads: 2, "
+              "intermediate_size: 128, max_position_embeddings: 64}")
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", f"data.train_file={_topic_documents(tmp_path / 't.txt', 80)}",
+               "pretrain.objective=mlm+sop", f"model.config={albert}", "train.max_steps=40", "train.logging_steps=10"))
+    lines = read_jsonl(out / "metrics.jsonl")
+    train = [line for line in lines if "loss" in line]
+    assert train[-1]["loss"] < train[0]["loss"] and "eval_sop_accuracy" in lines[-1]
+    assert "AlbertForPreTraining" in (out / "config.json").read_text()
+    roberta = "{model_type: roberta, hidden_size: 64, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 64}"
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'roberta'}", "pretrain.objective=mlm+sop",
+                     f"model.config={roberta}")
+    assert result.exit_code == 2 and "no sentence-pair head" in result.output

@@ -4,6 +4,7 @@
               --tokenize (batched, on every core)--> one token stream, [SEP] after each document
               --cut--> blocks of max_seq_length: [CLS] + max_seq_length-1 stream tokens (the last shorter;
                        for a causal LM, max_seq_length stream tokens, documents ended by eos)
+    (for NSP / SOP instead: each document --sentences, tokenized--> [CLS] A [SEP] B [SEP] pairs, data.pairs)
 
 Everything is streamed: documents are read a line (or paragraph) at a time, tokenized in batches of
 about a megabyte of text, and the blocks are appended to an Arrow file as they are cut, so memory
@@ -39,7 +40,7 @@ BATCH_DOCUMENTS = 1000
 
 @dataclass
 class Corpus:
-    train: object  # datasets.Dataset with an `input_ids` column of packed blocks
+    train: object  # datasets.Dataset with an `input_ids` column of packed blocks (or of segment pairs)
     validation: object | None
     tokenizer: object
     folder: Path
@@ -76,7 +77,7 @@ def evaluation_blocks(cfg: Config, split: str, tokenizer):
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         try:
-            _write_blocks(cfg, documents(cfg, path, key), tokenizer, tmp)
+            _write_examples(cfg, documents(cfg, path, key), tokenizer, tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
@@ -92,6 +93,7 @@ def _fingerprint(cfg: Config, paths: list[str | None], tokenizer_identity) -> st
                  d.validation_split_percentage, d.dedupe],
         "whole_words": _whole_words(cfg),
         "causal": _causal(cfg),
+        "pairs": _pair_task(cfg),
         "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -130,13 +132,13 @@ def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Pa
     try:
         tokenizer.save_pretrained(tmp / "tokenizer")
         info = {"train_file": train_path, "validation_file": validation_path,
-                **_write_blocks(cfg, split(False)(), tokenizer, tmp / "train.arrow", "train")}
+                **_write_examples(cfg, split(False)(), tokenizer, tmp / "train.arrow", "train")}
         validation = split(True)() if held_out else documents(cfg, validation_path, "data.validation_file") \
             if validation_path else None
         if validation is not None:
-            info.update(_write_blocks(cfg, validation, tokenizer, tmp / "validation.arrow", "validation"))
+            info.update(_write_examples(cfg, validation, tokenizer, tmp / "validation.arrow", "validation"))
         else:
-            info.update(validation_documents=0, validation_blocks=0, validation_tokens=0)
+            info.update(validation_documents=0, validation_examples=0, validation_tokens=0)
         info.update(max_seq_length=cfg.data.max_seq_length, vocab_size=len(tokenizer),
                     seconds=round(time.perf_counter() - started, 2))
         (tmp / "info.json").write_text(json.dumps(info, indent=2))
@@ -187,7 +189,12 @@ def documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Ite
         raise LlmkitError(f"{key}: {path} has no non-empty documents")
 
 
-def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str = "blocks") -> dict:
+def _write_examples(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str = "eval") -> dict:
+    """Tokenize and write `documents` as packed blocks, or as segment pairs for NSP / SOP. Returns the counts."""
+    return (_write_pairs if _pair_task(cfg) else _write_blocks)(cfg, documents, tokenizer, path, name)
+
+
+def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str) -> dict:
     """Tokenize `documents` batch by batch, join them into one stream with a separator after each,
     and append blocks of max_seq_length to an Arrow file as they fill. Returns the counts. With
     pretrain.whole_word_mask a `word_starts` column flags each token that begins a word."""
@@ -209,7 +216,7 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
     if words:
         columns["word_starts"] = (pa.bool_(), np.bool_, True, True)
     schema = pa.schema([(column, pa.list_(kind)) for column, (kind, *_) in columns.items()])
-    counts = {f"{name}_documents": 0, f"{name}_blocks": 0, f"{name}_tokens": 0}
+    counts = {f"{name}_documents": 0, f"{name}_examples": 0, f"{name}_tokens": 0}
     carry = {column: np.zeros(0, dtype=dtype) for column, (_, dtype, *_) in columns.items()}
 
     def write(writer, streams: dict, end: int) -> None:
@@ -222,7 +229,7 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
             offsets = np.arange(len(rows) + 1, dtype=np.int32) * rows.shape[1]
             arrays.append(pa.ListArray.from_arrays(offsets, rows.ravel()))
         writer.write_batch(pa.record_batch(arrays, schema=schema))
-        counts[f"{name}_blocks"] += len(rows)
+        counts[f"{name}_examples"] += len(rows)
         counts[f"{name}_tokens"] += rows.size
 
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
@@ -243,6 +250,63 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
         if len(carry["input_ids"]):
             write(writer, carry, len(carry["input_ids"]))
     return counts
+
+
+def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str) -> dict:
+    """Cut each batch of documents into [CLS] A [SEP] B [SEP] examples (data.pairs) and append them to
+    an Arrow file with their token_type_ids and next_sentence_label."""
+    import numpy as np
+    import pyarrow as pa
+
+    from llmkit.data.pairs import Document, PairMaker, sentences
+
+    if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
+        raise LlmkitError("tokenizer: sentence-pair pretraining needs a [CLS] and a [SEP] token (cls_token, sep_token)")
+    task = _pair_task(cfg)
+    words = _whole_words(cfg)
+    encode = _encoder(tokenizer, words)
+    special = {"input_ids": (tokenizer.cls_token_id, tokenizer.sep_token_id)}  # column: value at [CLS], at [SEP]
+    if words:
+        special["word_starts"] = (True, True)
+    types = {"input_ids": (pa.int32(), np.int32), "word_starts": (pa.bool_(), np.bool_),
+             "token_type_ids": (pa.int8(), np.int8)}
+    lists = [*special, "token_type_ids"]
+    schema = pa.schema([(column, pa.list_(types[column][0])) for column in lists]
+                       + [("next_sentence_label", pa.int8())])
+    maker = PairMaker(task, cfg.data.max_seq_length - 3, special, seed=SPLIT_SEED)
+    counts = {f"{name}_documents": 0, f"{name}_examples": 0, f"{name}_tokens": 0}
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
+        for batch in _batches(documents):
+            split = [sentences(text) for text in batch]
+            encoded = encode([sentence for document in split for sentence in document])
+            docs, first = [], 0
+            for document in split:
+                pieces = {column: encoded[column][first:first + len(document)] for column in special}
+                ends = np.cumsum([len(ids) for ids in pieces["input_ids"]])
+                docs.append(Document({column: np.fromiter(itertools.chain.from_iterable(values), dtype=types[column][1])
+                                      for column, values in pieces.items()}, np.unique(ends[ends > 0])))
+                first += len(document)
+            rows = maker.rows(docs)
+            counts[f"{name}_documents"] += len(batch)
+            if not rows["input_ids"]:
+                continue
+            lengths = np.array([len(ids) for ids in rows["input_ids"]])
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+            arrays = [pa.ListArray.from_arrays(offsets, np.concatenate(rows[column])) for column in lists]
+            labels = pa.array(rows["next_sentence_label"], pa.int8())
+            writer.write_batch(pa.record_batch([*arrays, labels], schema=schema))
+            counts[f"{name}_examples"] += len(lengths)
+            counts[f"{name}_tokens"] += int(lengths.sum())
+    if task == "nsp" and counts[f"{name}_documents"] < 2:
+        raise LlmkitError(f"pretrain.objective: next-sentence prediction takes random segments from other documents, "
+                          f"and the {name} text has one (see data.document_boundary)")
+    return counts
+
+
+def _pair_task(cfg: Config) -> str | None:
+    """`nsp` or `sop` when the objective trains on segment pairs."""
+    objective = cfg.pretrain.objective if cfg.pretrain is not None else ""
+    return objective.removeprefix("mlm+") if objective in ("mlm+nsp", "mlm+sop") else None
 
 
 def _whole_words(cfg: Config) -> bool:

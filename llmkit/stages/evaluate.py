@@ -52,7 +52,8 @@ def _evaluate(accelerator, cfg: Config, split: str, task: str | None = None) -> 
     if cfg.kind == "pretrain":
         from llmkit.data.corpus import evaluation_blocks
 
-        model, objective = language_model(cfg, load_trained(source, PRETRAIN_HEADS[cfg.pretrain.objective]), tokenizer)
+        model, objective = language_model(cfg, load_trained(source, PRETRAIN_HEADS[cfg.pretrain.objective]), tokenizer,
+                                          cfg.pretrain.pseudo_perplexity)
         with accelerator.main_process_first():
             data = sentence_rows(cfg, split, tokenizer) if cfg.pretrain.objective == "contrastive" \
                 else evaluation_blocks(cfg, split, tokenizer)

@@ -39,6 +39,8 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
     if cfg.infer.task != "auto":
         return _without_training(cfg, source, tokenizer, accelerator, input_path, output_path, batch_size)
     task = PRETRAIN_HEADS[cfg.pretrain.objective] if cfg.kind == "pretrain" else cfg.finetune.task
+    if task == "pretraining":  # NSP / SOP models fill masks with their masked-LM head
+        task = "masked_lm"
     examples = _read_inputs(cfg, input_path, words=task == "token_classification")
     model = load_trained(source, task if cfg.kind == "pretrain" else TASK_HEADS[task][0])
     model = model.to(accelerator.device).eval()
