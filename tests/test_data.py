@@ -270,8 +270,8 @@ def test_segment_pairs_are_cut_from_one_document_at_sentence_ends(task):
     from llmkit.data.pairs import NOT_NEXT, PairMaker
 
     rng = np.random.default_rng(0)
-    docs = _numbered_documents([rng.integers(3, 12, size=rng.integers(2, 12)).tolist() for _ in range(60)]
-                               + [[80]])  # one sentence longer than the budget
+    docs = _numbered_documents([rng.integers(1, 12, size=rng.integers(1, 12)).tolist() for _ in range(60)]
+                               + [[80], [1, 40, 1]])  # sentences longer than the budget, one-token ones
     ends = {d: set(doc.ends.tolist()) for d, doc in enumerate(docs)}
     cls, sep, budget = -1, -2, 29
     maker = PairMaker(task, budget, {"input_ids": (cls, sep)}, seed=0)

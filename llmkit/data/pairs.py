@@ -72,10 +72,11 @@ class PairMaker:
         return out
 
     def _chunk_end(self, document: Document, position: int) -> int:
-        """After the last sentence that fits the budget; a sentence longer than the budget is cut."""
+        """After the last sentence that fits the budget; a sentence longer than the budget is cut (so is
+        one that would leave the chunk a single token, too short to make two segments)."""
         limit = min(len(document), position + self.budget)
         last = np.searchsorted(document.ends, limit, side="right") - 1
-        return int(document.ends[last]) if last >= 0 and document.ends[last] > position else limit
+        return int(document.ends[last]) if last >= 0 and document.ends[last] >= position + 2 else limit
 
     def _cut(self, document: Document, position: int, end: int) -> int:
         """Where A ends: at a sentence end inside the chunk, else at a random token."""
