@@ -63,15 +63,15 @@ class MaskedLMPairLoss(MaskedLMLoss):
         if heads is None:
             raise LlmkitError(f"pretrain.objective: {type(model).__name__} has no sentence-pair head; "
                               "NSP and SOP train BERT- or ALBERT-style models (model_type bert or albert)")
-        self.model, self.sparse = model, sparse
-        self.lm_head, self.pair_head = (model.get_submodule(name) for name in heads)
+        self.model, self.sparse, self.heads = model, sparse, heads  # names: the modules stay registered once
 
     def outputs(self, labels, **inputs):
         """Each masked position's loss, and each example's pair logits."""
+        lm_head, pair_head = (self.model.get_submodule(name) for name in self.heads)
         hidden, pooled = self.model.base_model(**inputs)[:2]
         selected = labels != IGNORE_INDEX
-        logits = self.lm_head(hidden[selected]) if self.sparse else self.lm_head(hidden)[selected]
-        return F.cross_entropy(logits.float(), labels[selected], reduction="none"), self.pair_head(pooled).float()
+        logits = lm_head(hidden[selected]) if self.sparse else lm_head(hidden)[selected]
+        return F.cross_entropy(logits.float(), labels[selected], reduction="none"), pair_head(pooled).float()
 
     def token_losses(self, labels, **inputs):
         return self.outputs(labels, **inputs)[0]

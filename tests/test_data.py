@@ -271,7 +271,7 @@ def test_segment_pairs_are_cut_from_one_document_at_sentence_ends(task):
 
     rng = np.random.default_rng(0)
     docs = _numbered_documents([rng.integers(1, 12, size=rng.integers(1, 12)).tolist() for _ in range(60)]
-                               + [[80], [1, 40, 1]])  # sentences longer than the budget, one-token ones
+                               + [[80], [1, 40, 1], []])  # sentences longer than the budget, one-token ones, none
     ends = {d: set(doc.ends.tolist()) for d, doc in enumerate(docs)}
     cls, sep, budget = -1, -2, 29
     maker = PairMaker(task, budget, {"input_ids": (cls, sep)}, seed=0)

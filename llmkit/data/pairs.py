@@ -49,15 +49,17 @@ class PairMaker:
     def rows(self, documents: list[Document]) -> dict[str, list[np.ndarray]]:
         """One batch of documents' examples: column -> one array per example, and next_sentence_label."""
         out: dict[str, list] = {column: [] for column in [*self.special, "token_type_ids", "next_sentence_label"]}
-        for index, document in enumerate(documents):
-            others = self.previous + documents[:index] + documents[index + 1:]
+        pool = [document for document in self.previous + documents if len(document)]  # where random Bs come from
+        for document in documents:
             position = 0
             while len(document) - position >= 2:
                 end = self._chunk_end(document, position)
                 cut = self._cut(document, position, end)
                 a, b, label = (position, cut), (cut, end), 0
-                if self.task == "nsp" and others and self.rng.random() < 0.5:
-                    other = self.rng.choice(others)
+                if self.task == "nsp" and len(pool) > 1 and self.rng.random() < 0.5:
+                    other = document
+                    while other is document:
+                        other = self.rng.choice(pool)
                     start = self.rng.choice([0, *other.ends[:-1].tolist()])
                     stop = min(len(other), start + self.budget - (cut - position))
                     self._append(out, (document, a), (other, (start, stop)), NOT_NEXT)
