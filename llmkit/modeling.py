@@ -142,7 +142,7 @@ def _new_config(cfg: Config, tokenizer, overrides: dict):
 def _check_fits(cfg: Config, config, tokenizer) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and getattr(config, "pad_token_id", None) is not None and config.model_type in (
-            "roberta", "xlm-roberta", "camembert"):
+            "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert"):
         positions -= config.pad_token_id + 1  # RoBERTa-style position ids start after the padding index
     if positions is not None and cfg.data.max_seq_length > positions:
         raise LlmkitError(f"data.max_seq_length: {cfg.data.max_seq_length} is more than the model's "
