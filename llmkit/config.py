@@ -203,6 +203,11 @@ class PretrainSection(Section):
     position: the same loss for a fraction of the head's compute (BERT- and RoBERTa-style heads;
     other architectures run dense)."""
 
+    @property
+    def pair_task(self) -> str | None:
+        """`nsp` or `sop` when the objective trains on segment pairs, else None."""
+        return self.objective.removeprefix("mlm+") if self.objective in ("mlm+nsp", "mlm+sop") else None
+
     @model_validator(mode="after")
     def _consistent(self) -> PretrainSection:
         if self.mask_replace_prob + self.random_replace_prob > 1:

@@ -114,7 +114,7 @@ class MaskedLMPairs(MaskedLM):
 
     def __init__(self, tokenizer, section, seed: int, pseudo_perplexity: bool = False):
         super().__init__(tokenizer, section, seed, pseudo_perplexity)
-        self.task = section.objective.removeprefix("mlm+")
+        self.task = section.pair_task
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
         import torch

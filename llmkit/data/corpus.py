@@ -60,7 +60,7 @@ def prepare_corpus(cfg: Config) -> Corpus:
 
 
 def evaluation_blocks(cfg: Config, split: str, tokenizer):
-    """Packed blocks of data.<split>_file, or the held-out part of the corpus for `validation`."""
+    """Packed blocks (or segment pairs) of data.<split>_file, or the held-out part of the corpus for `validation`."""
     import datasets
 
     key = f"data.{split}_file"
@@ -304,9 +304,7 @@ def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, n
 
 
 def _pair_task(cfg: Config) -> str | None:
-    """`nsp` or `sop` when the objective trains on segment pairs."""
-    objective = cfg.pretrain.objective if cfg.pretrain is not None else ""
-    return objective.removeprefix("mlm+") if objective in ("mlm+nsp", "mlm+sop") else None
+    return cfg.pretrain.pair_task if cfg.pretrain is not None else None
 
 
 def _whole_words(cfg: Config) -> bool:
