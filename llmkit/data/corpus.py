@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llmkit.config import Config, cache_root, data_path, resolve_path
-from llmkit.data.files import first_rows, iter_documents
+from llmkit.data.files import first_rows, iter_documents, sentences
 from llmkit.data.tokenizer import FORMAT_VERSION, choose_tokenizer, fingerprint_files
 from llmkit.errors import LlmkitError
 
@@ -258,7 +258,7 @@ def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, n
     import numpy as np
     import pyarrow as pa
 
-    from llmkit.data.pairs import Document, PairMaker, sentences
+    from llmkit.data.pairs import Document, PairMaker
 
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise LlmkitError("tokenizer: sentence-pair pretraining needs a [CLS] and a [SEP] token (cls_token, sep_token)")

@@ -134,9 +134,9 @@ def _text_documents(path: str, document_boundary: str) -> Iterator[str]:
             yield f.read()
         elif document_boundary == "line":
             yield from f
-        elif document_boundary == "sentence":  # after . ! or ? (and a closing quote or bracket) and a space
+        elif document_boundary == "sentence":
             for line in f:
-                yield from SENTENCE_END.split(line.strip())
+                yield from sentences(line)
         else:  # blocks of lines between blank lines; datasets' own paragraph mode misses blank lines
             block = []  # holding spaces (all of WikiText's)
             for line in f:
@@ -147,6 +147,11 @@ def _text_documents(path: str, document_boundary: str) -> Iterator[str]:
                     block = []
             if block:
                 yield "\n".join(block)
+
+
+def sentences(text: str) -> list[str]:
+    """The text's lines, each split after . ! or ? (and a closing quote or bracket) before a capital or digit."""
+    return [s for line in text.splitlines() for s in SENTENCE_END.split(line.strip()) if s]
 
 
 def _check_file(path: str, key: str, binary: bool) -> None:

@@ -21,13 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llmkit.data.files import SENTENCE_END
-
 NOT_NEXT = 1  # the label of a random (nsp) or swapped (sop) pair, as BertForPreTraining's next_sentence_label
-
-
-def sentences(document: str) -> list[str]:
-    return [s for line in document.splitlines() for s in SENTENCE_END.split(line.strip()) if s]
 
 
 @dataclass
