@@ -166,7 +166,7 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
     if not any(a.endswith(suffix) for a in architectures):
         raise LlmkitError(f"{key}: the model in {path} ({', '.join(architectures) or 'no head'}) has no "
                           f"{head.replace('_', '-')} head; train one first (llmkit "
-                          f"{'pretrain' if head.endswith('_lm') else 'finetune'})")
+                          f"{'finetune' if head.endswith('classification') else 'pretrain'})")
     auto = getattr(transformers, HEADS[head])
     if not (Path(path) / ADAPTER_CONFIG).exists():
         return auto.from_pretrained(path, trust_remote_code=trust_remote_code)

@@ -1,4 +1,5 @@
-"""`llmkit pretrain CONFIG [key=value ...]`: self-supervised pretraining (masked or causal LM).
+"""`llmkit pretrain CONFIG [key=value ...]`: self-supervised pretraining (pretrain.objective: masked LM,
+with NSP / SOP, causal LM, or contrastive sentence embeddings).
 
     llmkit pretrain configs/tiny/pretrain.yaml output_dir=runs/tiny-mlm train.max_steps=50
     torchrun --nproc_per_node 2 -m llmkit pretrain configs/tiny/pretrain.yaml
@@ -8,9 +9,9 @@ from __future__ import annotations
 
 from llmkit.config import Config, data_path
 from llmkit.data.corpus import prepare_corpus
+from llmkit.data.files import first_rows
 from llmkit.data.sentences import sentence_rows, sentence_texts
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
-from llmkit.data.files import first_rows
 from llmkit.modeling import build_model, require_model
 from llmkit.stages.common import make_accelerator, plan_run, report_finished, run_training
 from llmkit.trainer import Task
@@ -41,4 +42,3 @@ def run(cfg: Config, config_path: str) -> dict:
     validation = first_rows(validation, cfg.data.max_eval_samples) if validation is not None else None
     return run_training(cfg, config_path, "pretrain", accelerator, model, [Task(objective, train, validation)],
                         tokenizer, start)
-
