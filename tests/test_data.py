@@ -181,13 +181,16 @@ def test_eval_shards_are_contiguous_and_may_be_empty():
 
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert"])
-def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type):
-    """The LM head on masked rows only is a speed-up, never a different objective."""
+def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type, monkeypatch):
+    """The LM head on masked rows only is a speed-up, never a different objective; so is running it a
+    chunk of rows at a time (here 5 rows, so the batch's masked rows take several chunks)."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
+    from llmkit import wrappers
     from llmkit.wrappers import MaskedLMLoss
 
     masker, corpus = _masker()
+    monkeypatch.setattr(wrappers, "CHUNK_BYTES", 4 * len(corpus.tokenizer) * 5)
     batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
     config = AutoConfig.for_model(model_type, vocab_size=len(corpus.tokenizer), hidden_size=64, num_hidden_layers=2,
                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=80,
@@ -205,7 +208,8 @@ def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type):
     count = (batch["labels"] != IGNORE_INDEX).sum()
     hf_loss = model(**inputs, labels=batch["labels"]).loss * count  # transformers' own (mean) loss
     assert torch.allclose(sparse_loss, dense_loss, rtol=1e-5) and torch.allclose(sparse_loss, hf_loss, rtol=1e-5)
-    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(sparse_grads, dense_grads, strict=True))
+    # atol: chunks add their gradients in another order (largest entries ~10)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(sparse_grads, dense_grads, strict=True))
     assert MaskedLMLoss(model).head == {"bert": "cls", "roberta": "lm_head", "distilbert": None}[model_type]
 
 
