@@ -70,6 +70,8 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
     import torch
     from transformers import get_scheduler
 
+    from llmkit.cpu import FastDropout, keep_freed_memory
+
     t = cfg.train
     processes, rank, accumulation = accelerator.num_processes, accelerator.process_index, t.gradient_accumulation_steps
     task_epochs = [steps_per_epoch(len(task.train_data), t.per_device_train_batch_size, processes, accumulation)
@@ -145,8 +147,11 @@ def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Pat
     budget = t.max_seconds
     clock = time.perf_counter() - state["train_seconds"]  # training time so far includes the resumed runs'
     window_start = time.perf_counter()
+    on_cpu = accelerator.device.type == "cpu"
+    if on_cpu:
+        keep_freed_memory()
     model.train()
-    with _StopOnSignal() as stop:
+    with _StopOnSignal() as stop, FastDropout() if on_cpu and t.fast_dropout else contextlib.nullcontext():
         for step in range(first_step, total_steps):
             epoch, step_in_epoch = divmod(step, per_epoch)
             k, task_epoch, micro_ids = plan(step)

@@ -372,16 +372,18 @@ def test_next_sentence_prediction_pretrains_evaluates_and_fine_tunes(tmp_path):
     out = tmp_path / "nsp"
     corpus = [f"data.train_file={_topic_documents(tmp_path / 'topics.txt')}", "data.validation_split_percentage=20",
               "pretrain.objective=mlm+nsp"]
-    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", *corpus, "train.max_steps=200", "train.eval_steps=200"))
+    # At lr 2e-3 seeds 1-4 and 42 reach NSP accuracy 0.86-0.91 (at 1e-3: 0.67-0.87)
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", *corpus, "train.max_steps=200", "train.eval_steps=200",
+               "train.learning_rate=2e-3"))
     assert "BertForPreTraining" in (out / "config.json").read_text()
     last = read_jsonl(out / "metrics.jsonl")[-1]
-    assert last["eval_nsp_accuracy"] > 0.7 and last["eval_perplexity"] < 25  # chance: 0.5; ~1,000 tokens
+    assert last["eval_nsp_accuracy"] > 0.75 and last["eval_perplexity"] < 25  # chance: 0.5; ~1,000 tokens
     assert last["eval_loss"] == pytest.approx(last["eval_masked_lm_loss"] + 0.1, abs=0.6)  # + the pair loss
 
-    ok(run_cli("evaluate", PRETRAIN, f"output_dir={out}", *corpus, "pretrain.pseudo_perplexity=true",
-               "data.max_eval_samples=20"))
+    ok(run_cli("evaluate", PRETRAIN, f"output_dir={out}", *corpus, "pretrain.pseudo_perplexity=true"))
     results = json.loads((out / "eval_results.json").read_text())
-    assert 1 < results["pseudo_perplexity"] < 25 and results["nsp_accuracy"] > 0.6
+    assert 1 < results["pseudo_perplexity"] < 25
+    assert results["nsp_accuracy"] == last["eval_nsp_accuracy"]  # the same masks and pairs as training's evaluation
     filled = json.loads(ok(run_cli("infer", PRETRAIN, f"output_dir={out}", *corpus, "--input", "-",
                                    input="Sun alphasun bravosun charliesun [MASK].")).stdout)
     assert all(p["token"].endswith("sun") for p in filled["predictions"][0])  # the topic's words, from its MLM head
