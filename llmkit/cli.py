@@ -47,13 +47,16 @@ def _quiet_libraries(debug: bool) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
     if debug:
         return
-    import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    datasets.logging.set_verbosity_error()
-    datasets.disable_progress_bars()
+    # datasets reads these when imported (not at all by `infer` on text input: 0.75 s saved)
+    os.environ.setdefault("DATASETS_VERBOSITY", "error")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    if "datasets" in sys.modules:  # imported already (tests run every command in one process)
+        sys.modules["datasets"].logging.set_verbosity_error()
+        sys.modules["datasets"].disable_progress_bars()
 
 
 @app.command()

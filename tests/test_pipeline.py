@@ -80,6 +80,27 @@ def test_infer_classifies_texts_from_a_file_and_stdin(pipeline, tmp_path):
     assert json.loads(streamed.output.strip().splitlines()[-1])["text"] == "the movie was not boring ."
 
 
+def test_infer_batches_by_length_and_answers_in_file_order(pipeline, tmp_path):
+    """Examples are tokenized once, sorted by token count and padded per batch: each prediction is the
+    model's on that text alone, whatever its batch mates."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    texts = ["the soup was cold .", "the waiter was very friendly and the pasta was wonderful , we loved it .",
+             "awful .", "the room was clean , the view was lovely , the breakfast was great .",
+             "never again , the staff was rude and the food was bland .", "great pizza .", "the bed was dirty ."]
+    (tmp_path / "texts.txt").write_text("\n".join(texts) + "\n")
+    ok(run_cli("infer", FINETUNE, f"output_dir={pipeline / 'classifier'}", "--input", tmp_path / "texts.txt",
+               "--output", tmp_path / "p.jsonl", "--batch-size", "3"))
+    predictions = read_jsonl(tmp_path / "p.jsonl")
+    tokenizer = AutoTokenizer.from_pretrained(pipeline / "classifier")
+    model = AutoModelForSequenceClassification.from_pretrained(pipeline / "classifier").eval()
+    with torch.no_grad():
+        alone = [model(**tokenizer(text, return_tensors="pt")).logits.softmax(-1)[0].tolist() for text in texts]
+    assert [p["text"] for p in predictions] == texts
+    assert all(list(p["scores"].values()) == pytest.approx(a, abs=1e-5) for p, a in zip(predictions, alone))
+
+
 def test_infer_fills_masks_with_the_pretrained_model(pipeline):
     result = ok(run_cli("infer", PRETRAIN, f"output_dir={pipeline / 'mlm'}", "--input", "-", "--top-k", "3",
                         input="the food was [MASK] .\n"))

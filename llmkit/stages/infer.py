@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 from llmkit.config import Config
+from llmkit.data.batching import pad_inputs
 from llmkit.data.files import read_file, require_columns
 from llmkit.data.tokenizer import load_tokenizer
 from llmkit.embeddings import ZeroShot, embed_texts
@@ -49,26 +50,28 @@ def run(cfg: Config, input_path: str, output_path: str | None, batch_size: int, 
                                     for e in examples])
     id2label = {int(k): v for k, v in model.config.id2label.items()}
     results: list[dict | None] = [None] * len(examples)
-    order = sorted(range(len(examples)), key=lambda i: len(json.dumps(examples[i])))
+    if task == "token_classification":
+        encoded = tokenizer([e["tokens"] for e in examples], is_split_into_words=True, truncation=True,
+                            max_length=cfg.data.max_seq_length)
+    else:
+        pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
+        encoded = tokenizer([e["text"] for e in examples], pairs, truncation=True, max_length=cfg.data.max_seq_length)
+    # Batches of (nearly) equal token counts: little compute goes to padding, and a batch without any
+    # runs attention without a mask.
+    order = sorted(range(len(examples)), key=lambda i: len(encoded["input_ids"][i]))
+    columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
     with torch.no_grad(), accelerator.autocast():
         for start in range(0, len(order), batch_size):
             ids = order[start:start + batch_size]
-            batch = [examples[i] for i in ids]
-            if task == "token_classification":
-                encoded = tokenizer([e["tokens"] for e in batch], is_split_into_words=True, truncation=True,
-                                    max_length=cfg.data.max_seq_length, padding=True, return_tensors="pt")
-            else:
-                pairs = [e["text_pair"] for e in batch] if "text_pair" in batch[0] else None
-                encoded = tokenizer([e["text"] for e in batch], pairs, truncation=True,
-                                    max_length=cfg.data.max_seq_length, padding=True, return_tensors="pt")
-            inputs = {k: v.to(accelerator.device) for k, v in encoded.items()}
+            padded = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(tokenizer))
+            inputs = {k: v.to(accelerator.device) for k, v in padded.items()}
             logits = model(**inputs).logits.float()
             logits = logits[:, -inputs["input_ids"].shape[1]:] if logits.ndim == 3 else logits  # drop virtual tokens
             for row, i in enumerate(ids):
                 if task == "masked_lm":
                     prediction = _fill_mask(tokenizer, inputs["input_ids"][row], logits[row], top_k, i)
                 elif task == "token_classification":
-                    prediction = _tags(encoded.word_ids(row), logits[row].argmax(-1).tolist(), id2label,
+                    prediction = _tags(encoded.word_ids(i), logits[row].argmax(-1).tolist(), id2label,
                                        len(examples[i]["tokens"]))
                 else:
                     prediction = _classify(task, logits[row], id2label, cfg.finetune.threshold)
