@@ -71,8 +71,8 @@ def pretrain(repeats: int, steps: int = 30, warmup: int = 5) -> dict | None:
     summary = {
         "benchmark": "pretrain", "repeats": repeats, "steps": steps, "model": MLM, "vocab": vocab,
         "tokens_per_s": rate,
-        "speedup_vs_peer_bf16": rate["llmkit"] / rate["peer_bf16"],
-        "speedup_vs_peer_fp32": rate["llmkit"] / rate["peer_fp32"],
+        "speedup_vs_peer_bf16": _median_ratio(runs, "llmkit", "peer_bf16", "tokens_per_s"),
+        "speedup_vs_peer_fp32": _median_ratio(runs, "llmkit", "peer_fp32", "tokens_per_s"),
         "final_loss": {name: median(r["final_loss"] for r in results) for name, results in runs.items()},
         "matmul_peak_tflops": {k: v / 1e12 for k, v in peak.items()},
         "flops_per_step": {name: flops[name]["train_step"] for name in rate},
@@ -101,6 +101,12 @@ def _alternate(contenders: dict, repeats: int, name: str) -> dict[str, list[dict
             runs[key].append(result)
             emit({"benchmark": name, "contender": key, "repeat": repeat, **result})
     return runs
+
+
+def _median_ratio(runs: dict[str, list[dict]], ours: str, peer: str, key: str) -> float:
+    """The median over repeats of each repeat's ratio: a repeat's runs are minutes apart, so a slow
+    spell of this shared machine weighs on both sides of a ratio."""
+    return median(a[key] / b[key] for a, b in zip(runs[ours], runs[peer], strict=True))
 
 
 def _peer_rate(result: dict, warmup: int) -> dict:
@@ -208,8 +214,8 @@ def infer(repeats: int, copies: int = 5) -> dict | None:
                                                      "--batch-size", 64))}, repeats, "infer")
     speed = {key: median(r["sentences_per_s"] for r in results) for key, results in runs.items()}
     summary = {"benchmark": "infer", "sentences": len(sentences), "sentences_per_s": speed,
-               "speedup_vs_pipeline": speed["llmkit"] / speed["pipeline"],
-               "speedup_vs_pipeline_batch64": speed["llmkit"] / speed["pipeline_batch64"]}
+               "speedup_vs_pipeline": _median_ratio(runs, "llmkit", "pipeline", "sentences_per_s"),
+               "speedup_vs_pipeline_batch64": _median_ratio(runs, "llmkit", "pipeline_batch64", "sentences_per_s")}
     emit(summary)
     append_result("Inference throughput (issue 5): SST-2 dev x5 (4,360 sentences), MiniLM classifier, whole command",
                   ["date", "machine", "sentences/s pipeline / pipeline(batch_size=64) / llmkit", "vs pipeline",
