@@ -1,22 +1,43 @@
-# make install | demo | test | bench | clean        (everything runs from the repo's own .venv)
+# make install | demo | test | lock | bench | clean        (everything runs from the repo's own .venv)
 VENV   := .venv
 PY     := $(VENV)/bin/python
 LLMKIT := $(VENV)/bin/llmkit
 DEMO   := runs/demo
+LOCK   := constraints.txt
+# torch's CPU build. Where pip's index has only CUDA wheels for Linux (PyPI), add PyTorch's CPU index:
+#   make install TORCH_INDEX=--extra-index-url=https://download.pytorch.org/whl/cpu
+TORCH       := 2.13.0
+TORCH_INDEX :=
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := true
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test lock bench clean
 
 install: $(VENV)/.installed
 
-# torch first, pinned to the CPU build on this machine's disk; a loose requirement would pull CUDA wheels.
-$(VENV)/.installed: pyproject.toml
+# Exactly the tested set: every package, direct and transitive, pinned by $(LOCK). torch goes in first, as the
+# CPU build; a loose requirement would pull CUDA wheels.
+$(VENV)/.installed: pyproject.toml $(LOCK)
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q -c $(LOCK) --upgrade pip
+	$(PY) -m pip install -q -c $(LOCK) $(TORCH_INDEX) torch==$(TORCH)
+	$(PY) -m pip install -q -c $(LOCK) -e '.[dev]'
+	touch $@
+
+# Re-resolve against the newest releases that pyproject.toml's ranges allow, write them to $(LOCK), run the suite.
+# Review and commit the new $(LOCK) when it passes (git diff $(LOCK) shows what moved).
+lock:
+	rm -rf $(VENV)
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
-	touch $@
+	$(PY) -m pip install -q $(TORCH_INDEX) torch==$(TORCH)
+	$(PY) -m pip install -q --upgrade -e '.[dev]'
+	{ echo "# The tested dependency set, read by make install (pip -c). Regenerate with: make lock"; \
+	  echo "# Resolved $$(date -u +%Y-%m-%d) on Python $$($(PY) -c 'import platform; print(platform.python_version())')"; \
+	  $(PY) -m pip freeze --all --exclude-editable | grep -v '^#' | sed -E 's/^torch==([^+]*)\+.*/torch==\1/'; \
+	} > $(LOCK)
+	touch $(VENV)/.installed
+	$(PY) -m pytest -q
 
 # The whole pipeline on the built-in sample: preprocess -> pretrain -> finetune -> evaluate -> infer.
 demo: install

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import inspect
 import os
 from pathlib import Path
 
@@ -94,6 +96,7 @@ def apply_method(cfg: Config, model, head: str, resume: str | os.PathLike | None
         peft_config = LoraConfig(task_type=task_type, r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                                  target_modules=lora.target_modules, modules_to_save=pooler)
     elif section.prompt.type == "prefix_tuning":
+        accept_past_key_values(model)
         peft_config = PrefixTuningConfig(task_type=task_type, num_virtual_tokens=section.prompt.num_virtual_tokens)
     else:
         peft_config = PromptTuningConfig(task_type=task_type, num_virtual_tokens=section.prompt.num_virtual_tokens)
@@ -106,6 +109,33 @@ def apply_method(cfg: Config, model, head: str, resume: str | os.PathLike | None
 
         set_peft_model_state_dict(model, load_file(Path(resume) / "adapter_model.safetensors"))
     return model
+
+
+def accept_past_key_values(model) -> None:
+    """Let PEFT's prefix tuning find the key/value cache argument. PEFT looks for `past_key_values` in
+    the signature of the model's (or its backbone's) forward; transformers 5.24 renamed it `cache` (the
+    old name still works only through a deprecation shim). Each of the two that takes `cache` gets a
+    subclass, of the same name so that configs save as before, whose forward declares the old name and
+    passes it on. A model that takes neither (DeBERTa-v2) cannot hold prefixes: refused here."""
+    modules = {model, model.base_model}
+    if not any({"past_key_values", "cache"} & set(inspect.signature(m.forward).parameters) for m in modules):
+        raise LlmkitError(f"finetune.prompt.type: prefix_tuning puts trained keys and values into each layer's "
+                          f"cache, and {type(model).__name__} takes no cache argument; use prompt_tuning")
+    for module in modules:
+        parameters = inspect.signature(module.forward).parameters
+        if "past_key_values" not in parameters and "cache" in parameters:
+            module.__class__ = _with_past_key_values(type(module))
+
+
+@functools.cache
+def _with_past_key_values(cls: type) -> type:
+    def forward(self, *args, past_key_values=None, **kwargs):
+        if past_key_values is not None:
+            kwargs["cache"] = past_key_values
+        return cls.forward(self, *args, **kwargs)
+
+    return type(cls.__name__, (cls,), {"forward": forward, "__module__": cls.__module__,
+                                       "__qualname__": cls.__qualname__})
 
 
 def _layer_stack(module):
@@ -172,7 +202,9 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
         return auto.from_pretrained(path, trust_remote_code=trust_remote_code)
     from peft import PeftConfig, PeftModel
 
-    base = PeftConfig.from_pretrained(path).base_model_name_or_path
-    model = auto.from_pretrained(base, config=config, trust_remote_code=trust_remote_code)
+    adapter = PeftConfig.from_pretrained(path)
+    model = auto.from_pretrained(adapter.base_model_name_or_path, config=config, trust_remote_code=trust_remote_code)
+    if adapter.peft_type == "PREFIX_TUNING":
+        accept_past_key_values(model)
     return PeftModel.from_pretrained(model, path)
 

@@ -229,6 +229,78 @@ def test_prompt_tuning_trains_virtual_tokens(kind, pretrained, tmp_path):
     assert results["num_examples"] == 300 and results["accuracy"] > 0.75
 
 
+TINY_CLASSIFIERS = {  # an encoder and two decoders, as *ForSequenceClassification from a config
+    "bert": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64},
+    "gpt2": {"n_embd": 32, "n_layer": 2, "n_head": 2, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1},
+    "llama": {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2,
+              "intermediate_size": 64, "pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 1},
+}
+
+
+@pytest.mark.parametrize("model_type", TINY_CLASSIFIERS)
+def test_prefix_tuning_trains_encoders_and_decoders(model_type, tmp_path):
+    """Prefix tuning on the installed transformers (which names the cache argument `cache`): the loss falls,
+    only the prefix trains, and the saved adapter loads in plain PEFT with the same outputs."""
+    import torch
+    from peft import PeftModel, PrefixTuningConfig, get_peft_model
+    from transformers import AutoConfig, AutoModelForSequenceClassification
+
+    from llmkit.modeling import accept_past_key_values
+
+    config = AutoConfig.for_model(model_type, vocab_size=100, num_labels=2, **TINY_CLASSIFIERS[model_type])
+    torch.manual_seed(0)
+    base = AutoModelForSequenceClassification.from_config(config)
+    base.save_pretrained(tmp_path / "base")
+    ids, labels = torch.randint(3, 100, (4, 10)), torch.tensor([0, 1, 0, 1])
+    mask = torch.ones_like(ids)
+    with torch.no_grad():
+        untuned = base(input_ids=ids, attention_mask=mask).logits
+    names = [type(base).__name__, type(base.base_model).__name__]
+    accept_past_key_values(base)
+    assert [type(base).__name__, type(base.base_model).__name__] == names  # configs save the same architectures
+    model = get_peft_model(base, PrefixTuningConfig(task_type="SEQ_CLS", num_virtual_tokens=4))
+    prefix = model.prompt_encoder["default"].embedding.weight
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(20):
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        assert prefix.grad.abs().sum() > 0
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+    model.eval()
+    with torch.no_grad():
+        tuned = model(input_ids=ids, attention_mask=mask).logits
+    assert (tuned - untuned).abs().max() > 1e-3
+    model.save_pretrained(tmp_path / "adapter")
+
+    fresh = AutoModelForSequenceClassification.from_pretrained(tmp_path / "base")
+    accept_past_key_values(fresh)
+    loaded = PeftModel.from_pretrained(fresh, tmp_path / "adapter").eval()
+    assert torch.equal(loaded.prompt_encoder["default"].embedding.weight, prefix.detach())
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids, attention_mask=mask).logits, tuned, atol=1e-6)
+
+
+def test_prefix_tuning_refuses_a_model_without_a_cache(pretrained, tmp_path):
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(pretrained)
+    AutoModel.from_config(AutoConfig.for_model("deberta-v2", vocab_size=len(tokenizer), hidden_size=32,
+                                               num_hidden_layers=1, num_attention_heads=2,
+                                               intermediate_size=64)).save_pretrained(tmp_path / "deberta")
+    tokenizer.save_pretrained(tmp_path / "deberta")
+    result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path / 'out'}", f"model.name_or_path={tmp_path / 'deberta'}",
+                     "finetune.method=prompt", "finetune.prompt.type=prefix_tuning", "data.max_train_samples=64")
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == (
+        "error: finetune.prompt.type: prefix_tuning puts trained keys and values into each layer's cache, and "
+        "DebertaV2ForSequenceClassification takes no cache argument; use prompt_tuning")
+    assert not (tmp_path / "out").exists()
+
+
 def test_prompt_adapters_cannot_be_merged():
     result = run_cli("finetune", FINETUNE, "output_dir=x", "finetune.method=prompt", "finetune.merge_adapter=true")
     assert result.exit_code == 2 and "prompt and prefix adapters cannot be merged" in result.output
