@@ -28,7 +28,7 @@ MLM = {"layers": 4, "hidden": 256, "heads": 4, "seq": 128, "batch": 32}
 
 
 def minilm_dir() -> str:
-    from llmkit.config import resolve_path
+    from llmkit.paths import resolve_path
 
     return resolve_path(MINILM)
 

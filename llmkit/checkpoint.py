@@ -112,13 +112,25 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: 
 def load_checkpoint(accelerator, folder: Path, optimizer, scheduler) -> dict:
     """Optimizer, scheduler and scaler states from `folder`; returns its trainer state. (The weights
     are loaded by the caller when it builds the model from the checkpoint folder.)"""
+    optimizer.load_state_dict(_load_state(folder / "optimizer.pt"))
+    scheduler.load_state_dict(_load_state(folder / "scheduler.pt"))
+    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
+        accelerator.scaler.load_state_dict(_load_state(folder / "scaler.pt"))
+    return json.loads((folder / STATE_FILE).read_text())
+
+
+def _load_state(path: Path) -> dict:
+    """A tensor dict saved by torch.save; a truncated or corrupt one is named, in one line."""
+    import pickle
+
     import torch
 
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True))
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", map_location="cpu", weights_only=True))
-    if accelerator.scaler is not None and (folder / "scaler.pt").exists():
-        accelerator.scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-    return json.loads((folder / STATE_FILE).read_text())
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise LlmkitError(f"train.resume_from_checkpoint: {path} is truncated or corrupt ({reason}); re-copy it, "
+                          "or resume from an earlier checkpoint") from None
 
 
 def restore_rng(folder: Path, process_index: int) -> bool:

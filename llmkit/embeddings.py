@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmkit.config import Config, InferSection, resolve_path
 from llmkit.errors import LlmkitError
+from llmkit.paths import resolve_path
+
+if TYPE_CHECKING:
+    from llmkit.config import Config
 
 POOLING_FILE = Path("1_Pooling") / "config.json"  # where sentence-transformers keeps a model's pooling
 
@@ -65,33 +69,32 @@ def in_length_order(texts: list[str], batch_size: int, run) -> list:
     return rows
 
 
-def load_encoder(source: str, accelerator):
-    from transformers import AutoModel
+class Embedder:
+    """Sentence embeddings by the encoder (AutoModel) at `source`, pooled as infer.pooling says: a
+    [len(texts), hidden] float tensor per call; the model is loaded once."""
 
-    from llmkit.modeling import require_model
+    def __init__(self, cfg: Config, source: str, tokenizer, accelerator, batch_size: int):
+        from transformers import AutoModel
 
-    return AutoModel.from_pretrained(require_model(source)).to(accelerator.device).eval()
+        from llmkit.modeling import require_model
 
+        self.model = AutoModel.from_pretrained(require_model(source)).to(accelerator.device).eval()
+        self.pooling = pooling_of(source, cfg.infer.pooling)
+        self.tokenizer, self.section, self.max_length = tokenizer, cfg.infer, cfg.data.max_seq_length
+        self.accelerator, self.batch_size = accelerator, batch_size
 
-def embed_texts(cfg: Config, source: str, tokenizer, texts: list[str], accelerator, batch_size: int):
-    """Embeddings of `texts` by the model at `source`, pooled as infer.pooling says."""
-    return embed(load_encoder(source, accelerator), tokenizer, texts, cfg.infer, pooling_of(source, cfg.infer.pooling),
-                 cfg.data.max_seq_length, batch_size, accelerator)
+    def __call__(self, texts: list[str]):
+        import torch
 
+        def run(batch):
+            encoded = self.tokenizer(batch, truncation=True, max_length=self.max_length, padding=True,
+                                     return_tensors="pt")
+            encoded = {k: v.to(self.accelerator.device) for k, v in encoded.items()}
+            hidden = self.model(**encoded).last_hidden_state
+            return pool(hidden.float(), encoded["attention_mask"], self.pooling, self.section.normalize).cpu()
 
-def embed(model, tokenizer, texts: list[str], section: InferSection, pooling: str, max_length: int,
-          batch_size: int, accelerator):
-    """A [len(texts), hidden] float tensor of sentence embeddings from an encoder (AutoModel)."""
-    import torch
-
-    def run(batch):
-        encoded = tokenizer(batch, truncation=True, max_length=max_length, padding=True, return_tensors="pt")
-        encoded = {k: v.to(accelerator.device) for k, v in encoded.items()}
-        hidden = model(**encoded).last_hidden_state
-        return pool(hidden.float(), encoded["attention_mask"], pooling, section.normalize).cpu()
-
-    with torch.inference_mode(), accelerator.autocast():
-        return torch.stack(in_length_order(texts, batch_size, run))
+        with torch.inference_mode(), self.accelerator.autocast():
+            return torch.stack(in_length_order(texts, self.batch_size, run))
 
 
 class ZeroShot:
@@ -99,23 +102,19 @@ class ZeroShot:
 
     def __init__(self, cfg: Config, source: str, tokenizer, accelerator, batch_size: int):
         from llmkit.modeling import load_trained
+        from llmkit.objectives.masked_lm import MASKED_LM
 
         self.cfg, self.section, self.tokenizer = cfg, cfg.infer, tokenizer
         self.accelerator, self.batch_size = accelerator, batch_size
         self.names = list(self.section.labels)
         if self.section.zero_shot_method == "similarity":
-            self.model = load_encoder(source, accelerator)
-            self.pooling = pooling_of(source, self.section.pooling)
-            self.label_vectors = self._embed(list(self.section.labels.values()))
+            self.embed = Embedder(cfg, source, tokenizer, accelerator, batch_size)
+            self.label_vectors = self.embed(list(self.section.labels.values()))
         else:
             if tokenizer.mask_token is None:
                 raise LlmkitError(f"infer.zero_shot_method: cloze needs a masked LM; {source} has no mask token")
-            self.model = load_trained(source, "masked_lm").to(accelerator.device).eval()
+            self.model = load_trained(source, MASKED_LM).to(accelerator.device).eval()
             self.word_ids = [self._word_id(name, word) for name, word in self.section.labels.items()]
-
-    def _embed(self, texts: list[str]):
-        return embed(self.model, self.tokenizer, texts, self.section, self.pooling,
-                     self.cfg.data.max_seq_length, self.batch_size, self.accelerator)
 
     def _word_id(self, name: str, word: str) -> int:
         """The verbalizer word as one token (a leading space first, as byte-level BPE marks word starts)."""
@@ -132,7 +131,7 @@ class ZeroShot:
         import torch
 
         if self.section.zero_shot_method == "similarity":
-            return self._embed(texts) @ self.label_vectors.T
+            return self.embed(texts) @ self.label_vectors.T
         prompts = [self.section.template.replace("[MASK]", self.tokenizer.mask_token).replace("{text}", t) for t in texts]
 
         def run(batch):

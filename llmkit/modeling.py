@@ -4,28 +4,21 @@ from __future__ import annotations
 
 import difflib
 import functools
+import json
 import inspect
 import os
 from pathlib import Path
 
-from llmkit.config import Config, resolve_path
-from llmkit.errors import LlmkitError
+from typing import TYPE_CHECKING
 
-HEADS = {
-    "masked_lm": "AutoModelForMaskedLM",
-    "pretraining": "AutoModelForPreTraining",  # masked LM + sentence-pair head (BertForPreTraining)
-    "sequence_classification": "AutoModelForSequenceClassification",
-    "token_classification": "AutoModelForTokenClassification",
-    "causal_lm": "AutoModelForCausalLM",
-    "encoder": "AutoModel",
-}
-ARCHITECTURE_SUFFIXES = {"masked_lm": ("ForMaskedLM", "ForPreTraining"),  # a *ForPreTraining model holds the MLM head
-                         "pretraining": "ForPreTraining",
-                         "sequence_classification": "ForSequenceClassification",
-                         "token_classification": "ForTokenClassification",
-                         "causal_lm": ("ForCausalLM", "LMHeadModel"),  # GPT2LMHeadModel
-                         "encoder": ""}  # every model has one
-PEFT_TASK_TYPES = {"sequence_classification": "SEQ_CLS", "token_classification": "TOKEN_CLS"}
+from llmkit.console import warn
+from llmkit.errors import LlmkitError
+from llmkit.paths import resolve_path
+
+if TYPE_CHECKING:
+    from llmkit.config import Config
+    from llmkit.objectives.base import ModelKind
+
 ADAPTER_CONFIG = "adapter_config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 
@@ -42,33 +35,58 @@ def require_model(source: str, key: str = "model.name_or_path") -> str:
     path = resolve_path(source)
     if os.path.isdir(path) and not has_model(path):
         raise LlmkitError(f"{key}: {path} holds no model (needs config.json and model.safetensors)")
+    if os.path.isdir(path):
+        check_weights(Path(path), key)
     if not os.path.isdir(path) and (os.path.isabs(path) or path.startswith(".") or os.environ.get("HF_HUB_OFFLINE") == "1"):
         raise LlmkitError(f"{key}: model folder not found: {path}")
     return path
 
 
-def build_model(cfg: Config, tokenizer, head: str, resume: str | os.PathLike | None = None, **config_overrides):
-    """`head` model from the checkpoint being resumed, else model.name_or_path, else built from model.config."""
-    import transformers
+def check_weights(folder: Path, key: str) -> None:
+    """Every safetensors file of a model folder is whole, and every shard its index names is there: a copy
+    cut short fails here with one line instead of deep inside from_pretrained."""
+    from safetensors import SafetensorError, safe_open
 
-    auto = getattr(transformers, HEADS[head])
+    files = [folder / name for name in ("model.safetensors", "adapter_model.safetensors") if (folder / name).exists()]
+    index = folder / "model.safetensors.index.json"
+    if index.exists():
+        try:
+            shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        except (ValueError, KeyError, TypeError) as e:
+            raise LlmkitError(f"{key}: {index} is not a valid weights index ({e}); re-copy or re-download it") from None
+        missing = [shard for shard in shards if not (folder / shard).exists()]
+        if missing:
+            raise LlmkitError(f"{key}: {index} names {missing[0]}, which is not in {folder}; re-copy or re-download it")
+        files += [folder / shard for shard in shards]
+    for path in files:
+        try:
+            with safe_open(str(path), "pt"):
+                pass
+        except (SafetensorError, OSError) as e:
+            raise LlmkitError(f"{key}: {path} is truncated or corrupt ({e}); re-copy or re-download it") from None
+
+
+def build_model(cfg: Config, tokenizer, kind: ModelKind, resume: str | os.PathLike | None = None,
+                **config_overrides):
+    """A `kind` model from the checkpoint being resumed, else model.name_or_path, else built from model.config."""
+    auto = kind.auto()
     source = str(resume) if resume is not None else cfg.model.name_or_path
     key = "train.resume_from_checkpoint" if resume is not None else "model.name_or_path"
     if cfg.model.trust_remote_code:
-        print("WARNING: model.trust_remote_code is on: code shipped with the model will run on this machine")
+        warn("model.trust_remote_code is on: code shipped with the model will run on this machine")
     if source is not None:
         path = require_model(source, key)
         try:
             model = auto.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
         except (OSError, ValueError, KeyError) as e:
-            raise LlmkitError(f"{key}: cannot load a {head} model from {source}: {e}") from None
+            raise LlmkitError(f"{key}: cannot load a {kind.head} model from {source}: {e}") from None
     else:
         model = auto.from_config(_new_config(cfg, tokenizer, config_overrides))
     _check_fits(cfg, model.config, tokenizer)
     return model
 
 
-def apply_method(cfg: Config, model, head: str, resume: str | os.PathLike | None = None):
+def apply_method(cfg: Config, model, peft_task_type: str, resume: str | os.PathLike | None = None):
     """Make only what finetune.method trains trainable: everything (full), the head and the top
     layers (freeze), LoRA adapters or virtual prompt tokens (PEFT, head included)."""
     section = cfg.finetune
@@ -88,7 +106,7 @@ def apply_method(cfg: Config, model, head: str, resume: str | os.PathLike | None
 
     if cfg.model.name_or_path is None:
         raise LlmkitError(f"finetune.method: {section.method} adapts a pretrained model; set model.name_or_path")
-    task_type = PEFT_TASK_TYPES[head]
+    task_type = peft_task_type
     if section.method == "lora":
         lora = section.lora
         # PEFT trains the classifier; the pooler in front of it (random after MLM pretraining) trains with it.
@@ -181,9 +199,8 @@ def _check_fits(cfg: Config, config, tokenizer) -> None:
         raise LlmkitError(f"tokenizer: {len(tokenizer)} tokens do not fit the model's vocab_size {config.vocab_size}")
 
 
-def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_remote_code: bool = False):
-    """A trained model *with* the `head` it is asked for; never a fresh, untrained head on top."""
-    import transformers
+def load_trained(source: str, kind: ModelKind, key: str = "model.name_or_path", trust_remote_code: bool = False):
+    """A trained model *with* the head of `kind`; never a fresh, untrained head on top."""
     from transformers import AutoConfig
 
     path = require_model(source, key)
@@ -191,13 +208,11 @@ def load_trained(source: str, head: str, key: str = "model.name_or_path", trust_
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as e:
         raise LlmkitError(f"{key}: cannot load a model config from {source}: {e}") from None
-    suffix = ARCHITECTURE_SUFFIXES[head]
     architectures = config.architectures or []
-    if not any(a.endswith(suffix) for a in architectures):
+    if not kind.fits(architectures):
         raise LlmkitError(f"{key}: the model in {path} ({', '.join(architectures) or 'no head'}) has no "
-                          f"{head.replace('_', '-')} head; train one first (llmkit "
-                          f"{'finetune' if head.endswith('classification') else 'pretrain'})")
-    auto = getattr(transformers, HEADS[head])
+                          f"{kind.head} head; train one first (llmkit {kind.trained_by})")
+    auto = kind.auto()
     if not (Path(path) / ADAPTER_CONFIG).exists():
         return auto.from_pretrained(path, trust_remote_code=trust_remote_code)
     from peft import PeftConfig, PeftModel

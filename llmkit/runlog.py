@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from llmkit.console import say
+
 
 class RunLog:
     def __init__(self, output_dir: Path, is_main: bool):
@@ -17,8 +19,7 @@ class RunLog:
         self.path = self.output_dir / "metrics.jsonl"
 
     def print(self, text: str) -> None:
-        if self.is_main:
-            print(text, flush=True)
+        say(text)
 
     def metrics(self, record: dict) -> None:
         """One JSON line per logging or evaluation event (only scalar values)."""

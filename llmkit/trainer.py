@@ -1,19 +1,3 @@
-"""The one training loop, shared by pretraining and fine-tuning; the objective says what is learnt.
-
-Per optimizer step: collate this process's micro-batches, count the predicted items (masked tokens,
-examples) over all processes and micro-batches, then backpropagate each micro-batch's *summed* loss
-divided by that global count. The gradient is then exactly that of the mean over the whole global
-batch, however it is split over processes and accumulation steps (a mean of per-process means is
-not: it weights short batches more).
-
-Resuming is exact: the data order is a function of (seed, epoch), masks of (seed, epoch, example),
-so step N is reached in O(1); the torch/numpy/python RNG states saved with the checkpoint are put
-back just before the first resumed step, so dropout draws continue as if never interrupted.
-
-Multi-task runs bring one Task per dataset: each step trains one task, drawn by its proportion
-(again a pure function of the seed and the step), through that task's objective and head.
-"""
-
 from __future__ import annotations
 
 import contextlib
@@ -23,7 +7,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +16,9 @@ from llmkit.config import TrainSection
 from llmkit.data.batching import StepPlan, example_lengths, steps_per_epoch
 from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
 from llmkit.evaluation import evaluate_tasks
+from llmkit.multitask import TaskForward
+from llmkit.paths import split_key
 from llmkit.runlog import RunLog, banner
-from llmkit.wrappers import TaskForward
 
 
 @dataclass
@@ -64,180 +49,272 @@ def build_optimizer(model, train: TrainSection):
     return cls(groups, **kwargs)
 
 
+@dataclass
+class TrainState:
+    """Where a run is and what it has seen: trainer_state.json in every checkpoint and beside the final model."""
+
+    global_step: int = 0
+    total_steps: int = 0
+    num_processes: int = 1
+    seed: int = 0
+    window: dict = field(default_factory=lambda: {"loss": 0.0, "steps": 0, "tokens": 0})  # the next log line's sums
+    best_metric: float | None = None
+    best_step: int | None = None
+    best_checkpoint: str | None = None
+    last_eval: dict = field(default_factory=dict)
+    skipped_steps: int = 0
+    finished: bool = False
+    train_seconds: float = 0.0  # in the loop, resumed runs' time included
+    stopped_by: str | None = None
+
+    @classmethod
+    def from_dict(cls, saved: dict) -> TrainState:
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+@dataclass
+class Schedule:
+    task_epochs: list[int]  # optimizer steps per epoch of each task
+    total_steps: int
+    warmup: int
+
+    @property
+    def per_epoch(self) -> int:
+        return sum(self.task_epochs)
+
+
+@dataclass
+class StepResult:
+    loss: float  # the global batch's mean loss
+    grad_norm: float | None
+    tokens: int  # input tokens of every process's micro-batches
+    stop_requested: bool  # on any process (SIGINT / SIGTERM)
+    out_of_time: bool  # any process's clock passed train.max_time: all stop at the same step
+
+    @property
+    def finite(self) -> bool:
+        return math.isfinite(self.loss) and (self.grad_norm is None or math.isfinite(self.grad_norm))
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    metrics: dict  # the last evaluation
+    state: TrainState
+
+
 def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Path, log: RunLog,
-          resume: Path | None = None) -> dict:
-    """Run (or continue) the configured steps; returns the model, the last evaluation and the state."""
+          resume: Path | None = None) -> TrainResult:
+    """Run (or continue) the configured steps: set up, then per step train, log, and evaluate / save / stop."""
     import torch
     from transformers import get_scheduler
 
-    from llmkit.cpu import FastDropout, keep_freed_memory
+    from llmkit.cpu import FastDropout
 
-    t = cfg.train
-    processes, rank, accumulation = accelerator.num_processes, accelerator.process_index, t.gradient_accumulation_steps
-    task_epochs = [steps_per_epoch(len(task.train_data), t.per_device_train_batch_size, processes, accumulation)
-                   for task in tasks]
-    for task, steps in zip(tasks, task_epochs):
-        if steps == 0:
-            key = f"finetune.tasks.{task.name}.data.train_file" if task.name else "data.train_file"
-            raise LlmkitError(f"{key}: {len(task.train_data)} training examples cannot fill one step of "
-                              f"{processes} processes x {accumulation} accumulation steps")
-    per_epoch = sum(task_epochs)
-    total_steps = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * per_epoch))
-    warmup = t.warmup_steps or math.ceil(t.warmup_ratio * total_steps)
-
+    t, processes = cfg.train, accelerator.num_processes
+    schedule = _schedule(tasks, t, processes)
     optimizer = build_optimizer(model, t)
-    scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-    # The scheduler is stepped by hand once per optimizer step: total_steps already counts global steps.
+    # Stepped by hand once per optimizer step: total_steps already counts global steps.
+    scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
+                              num_training_steps=schedule.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-
-    state = {"global_step": 0, "total_steps": total_steps, "num_processes": processes, "seed": cfg.seed,
-             "window": {"loss": 0.0, "steps": 0, "tokens": 0}, "best_metric": None, "best_step": None,
-             "best_checkpoint": None, "last_eval": {}, "skipped_steps": 0, "finished": False,
-             "train_seconds": 0.0, "stopped_by": None}
+    state = TrainState(total_steps=schedule.total_steps, num_processes=processes, seed=cfg.seed)
     if resume is not None:
-        state.update(load_checkpoint(accelerator, resume, optimizer, scheduler), total_steps=total_steps)
-        _truncate_log(log, state["global_step"])
-        if state["num_processes"] != processes:
-            log.print(f"WARNING: the checkpoint was written by {state['num_processes']} processes, this run has "
-                      f"{processes}; training continues but not bitwise as the original run would have")
-            state["num_processes"] = processes
-
-    plan = StepPlan([len(task.train_data) for task in tasks], task_epochs,
-                    [task.proportion or n for task, n in zip(tasks, task_epochs)], total_steps, cfg.seed,
-                    t.per_device_train_batch_size, processes, rank, accumulation,
+        state = _resumed_state(accelerator, resume, optimizer, scheduler, log, state)
+    plan = StepPlan([len(task.train_data) for task in tasks], schedule.task_epochs,
+                    [task.proportion or n for task, n in zip(tasks, schedule.task_epochs)], schedule.total_steps,
+                    cfg.seed, t.per_device_train_batch_size, processes, accelerator.process_index,
+                    t.gradient_accumulation_steps,
                     [example_lengths(task.train_data) if t.group_by_length else None for task in tasks])
-    global_batch = t.per_device_train_batch_size * processes * accumulation
-    banner(log, {
-        **_example_counts(tasks, plan.tasks),
-        "batch": f"{t.per_device_train_batch_size} per device x {processes} processes x {accumulation} accumulation = {global_batch}",
-        "steps": f"{total_steps:,} ({per_epoch:,} per epoch, {total_steps / per_epoch:.2f} epochs), warmup {warmup}",
-        "parameters": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
-                      f"of {sum(p.numel() for p in model.parameters()):,}",
-        "precision": f"{accelerator.mixed_precision} on {accelerator.device}",
-        **({"resumed": f"from {resume} at step {state['global_step']:,}"} if resume is not None else {}),
-    })
+    banner(log, _banner_rows(accelerator, model, tasks, plan, schedule, t, state, resume))
 
-    last_metrics = {}
-
-    def eval_now(step: int) -> None:
-        nonlocal last_metrics
-        metrics = last_metrics = evaluate_tasks(accelerator, model, tasks, t.per_device_eval_batch_size)
-        log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
-        log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-        state["last_eval"] = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-        name, greater = _best_metric(t)
-        value = metrics.get(name)
-        if value is None:
-            raise LlmkitError(f"train.metric_for_best_model: {t.metric_for_best_model!r} is not an evaluation "
-                              f"metric here; there are {sorted(state['last_eval'])}")
-        if state["best_metric"] is None or (value > state["best_metric"] if greater else value < state["best_metric"]):
-            state["best_metric"], state["best_step"] = value, step
-
-    def save_now(step: int) -> Path:
+    def save(step: int) -> Path:
         if not all(torch.isfinite(p).all() for p in model.parameters()):
             raise NonFiniteLossError(f"step {step}: the weights hold NaN/inf; not saving them over the last checkpoint")
-        if state["best_step"] == step:
-            state["best_checkpoint"] = f"checkpoint-{step}"
-        return save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state, output_dir,
+        if state.best_step == step:
+            state.best_checkpoint = f"checkpoint-{step}"
+        return save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, asdict(state), output_dir,
                                t.save_total_limit)
 
-    progress = _Progress(total_steps, state["global_step"], accelerator.is_main_process)
+    progress = _Progress(schedule.total_steps, state.global_step, accelerator.is_main_process)
     has_eval = any(task.eval_data is not None for task in tasks)
-    first_step = state["global_step"]
-    budget = t.max_seconds
-    clock = time.perf_counter() - state["train_seconds"]  # training time so far includes the resumed runs'
+    first_step, last_metrics = state.global_step, {}
+    clock = _Clock(state.train_seconds)
     window_start = time.perf_counter()
-    on_cpu = accelerator.device.type == "cpu"
-    if on_cpu:
-        keep_freed_memory()
+    fast_dropout = accelerator.device.type == "cpu" and t.fast_dropout
     model.train()
-    with _StopOnSignal() as stop, FastDropout() if on_cpu and t.fast_dropout else contextlib.nullcontext():
-        for step in range(first_step, total_steps):
-            epoch, step_in_epoch = divmod(step, per_epoch)
+    with _StopOnSignal() as stop, FastDropout() if fast_dropout else contextlib.nullcontext():
+        for step in range(first_step, schedule.total_steps):
             k, task_epoch, micro_ids = plan(step)
-            task = tasks[k]
-            forward = model if task.name is None else TaskForward(model, task.name)
-            if resume is not None and step == first_step and not restore_rng(resume, rank):
-                log.print(f"WARNING: {resume} has no RNG state for process {rank}; dropout draws will differ")
-            micro_batches = [
-                {name: v.to(accelerator.device)
-                 for name, v in task.objective.collate(task.train_data[ids], ids, task_epoch).items()}
-                for ids in micro_ids
-            ]
-            count = accelerator.reduce(torch.stack([task.objective.count(b) for b in micro_batches]).sum().double(),
-                                       "sum")
-            # loss sum, input tokens, stop requested, out of time
-            totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)
-            for i, batch in enumerate(micro_batches):
-                # Gradients are all-reduced once, after the last micro-batch of the step.
-                sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
-                with sync:
-                    loss_sum, _ = task.objective.loss(forward, batch)
-                    accelerator.backward(loss_sum * processes / count.clamp(min=1))
-                totals[:2] += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
-            totals[2] = float(stop.requested)
-            state["train_seconds"] = time.perf_counter() - clock
-            totals[3] = float(budget is not None and state["train_seconds"] >= budget)
-            totals = accelerator.reduce(totals, "sum")  # every process sees the same loss and stop request
-            loss = (totals[0] / count.clamp(min=1)).item()
-            grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
-            finite = math.isfinite(loss) and (grad_norm is None or math.isfinite(float(grad_norm)))
-            if finite:
+            if resume is not None and step == first_step and not restore_rng(resume, accelerator.process_index):
+                log.print(f"WARNING: {resume} has no RNG state for process {accelerator.process_index}; "
+                          "dropout draws will differ")
+            result = _step(accelerator, model, tasks[k], micro_ids, task_epoch, t, stop.requested, clock)
+            state.train_seconds = clock.seconds
+            if result.finite:
                 optimizer.step()
             elif t.on_nonfinite_loss == "stop":
-                raise NonFiniteLossError(f"step {step + 1}: the loss is {loss} (gradient norm {grad_norm}); stopped "
-                                         "before updating the weights (lower train.learning_rate, or check the data)")
+                raise NonFiniteLossError(f"step {step + 1}: the loss is {result.loss} (gradient norm "
+                                         f"{result.grad_norm}); stopped before updating the weights (lower "
+                                         "train.learning_rate, or check the data)")
             else:
-                state["skipped_steps"] += 1
-                log.print(f"step {step + 1}: skipped (loss {loss}, gradient norm {grad_norm})")
+                state.skipped_steps += 1
+                log.print(f"step {step + 1}: skipped (loss {result.loss}, gradient norm {result.grad_norm})")
                 log.metrics({"step": step + 1, "skipped": "non-finite loss or gradient"})
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state["global_step"] = step + 1
+            state.global_step = step + 1
             progress.update()
 
-            window = state["window"]
-            if finite:
-                window["loss"] += loss
-                window["steps"] += 1
-            window["tokens"] += int(totals[1].item())
-            last = step + 1 == total_steps or totals[3] > 0  # any process's clock: all stop at the same step
-            if window["steps"] and (step + 1) % t.logging_steps == 0 or last:
-                elapsed = time.perf_counter() - window_start
-                record = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 4),
-                          "loss": window["loss"] / max(window["steps"], 1), "learning_rate": scheduler.get_last_lr()[0],
-                          "grad_norm": None if grad_norm is None else float(grad_norm),
-                          "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1)}
+            last = step + 1 == schedule.total_steps or result.out_of_time
+            _add_to_window(state, result)
+            if state.window["steps"] and (step + 1) % t.logging_steps == 0 or last:
+                record = _log_line(state, step + 1, schedule, scheduler, result, time.perf_counter() - window_start)
                 log.metrics(record)
-                progress.show(record, total_steps)
-                state["window"] = {"loss": 0.0, "steps": 0, "tokens": 0}
+                progress.show(record, schedule.total_steps)
                 window_start = time.perf_counter()
 
             pause_start = time.perf_counter()
-            if last and step + 1 < total_steps:
-                state["stopped_by"] = "max_time"
-                log.print(f"train.max_time {t.max_time} reached at step {step + 1} of {total_steps}")
-            end_of_epoch = step_in_epoch == per_epoch - 1
-            evaluated = has_eval and (last or (t.eval_strategy == "steps" and (step + 1) % t.eval_steps == 0)
-                                      or (t.eval_strategy == "epoch" and end_of_epoch))
+            if last and step + 1 < schedule.total_steps:
+                state.stopped_by = "max_time"
+                log.print(f"train.max_time {t.max_time} reached at step {step + 1} of {schedule.total_steps}")
+            evaluated = has_eval and (last or _due(t.eval_strategy, t.eval_steps, step, schedule))
             if evaluated:
-                eval_now(step + 1)
-            saved = None
-            if not last and ((t.save_strategy == "steps" and (step + 1) % t.save_steps == 0) or (
-                    t.save_strategy == "epoch" and end_of_epoch)):
-                saved = save_now(step + 1)
-            if totals[2] > 0 and not last:
-                saved = saved or save_now(step + 1)
-                command = " ".join(shlex.quote(a) for a in sys.argv)
-                raise InterruptedRun(f"interrupted at step {step + 1} of {total_steps}; checkpoint saved in {saved}. "
-                                     f"Resume with: {command} train.resume_from_checkpoint=latest")
+                last_metrics = _evaluate(accelerator, model, tasks, t, state, log, step + 1, schedule.per_epoch)
+            saved = save(step + 1) if not last and _due(t.save_strategy, t.save_steps, step, schedule) else None
+            if result.stop_requested and not last:
+                saved = saved or save(step + 1)
+                raise InterruptedRun(f"interrupted at step {step + 1} of {schedule.total_steps}; checkpoint saved in "
+                                     f"{saved}. Resume with: {' '.join(shlex.quote(a) for a in sys.argv)} "
+                                     "train.resume_from_checkpoint=latest")
             if evaluated or saved:
                 window_start += time.perf_counter() - pause_start  # throughput counts training time only
             if last:
                 break
     progress.close()
-    state["finished"] = True
-    return {"model": model, "metrics": last_metrics or state["last_eval"], "state": state}
+    state.finished = True
+    return TrainResult(model, last_metrics or state.last_eval, state)
+
+
+def _step(accelerator, model, task: Task, micro_ids: list[list[int]], task_epoch: int, t: TrainSection,
+          stop_requested: bool, clock: _Clock) -> StepResult:
+    """One optimizer step's forward and backward passes, and the clipped gradient norm (the update is the
+    caller's). Each micro-batch's summed loss is divided by the global count of predicted items."""
+    import torch
+
+    objective, processes = task.objective, accelerator.num_processes
+    forward = model if task.name is None else TaskForward(model, task.name)
+    micro_batches = [{name: v.to(accelerator.device) for name, v in
+                      objective.collate(task.train_data[ids], ids, task_epoch).items()} for ids in micro_ids]
+    count = accelerator.reduce(torch.stack([objective.count(b) for b in micro_batches]).sum().double(), "sum")
+    totals = torch.zeros(4, dtype=torch.float64, device=accelerator.device)  # loss, tokens, stop, out of time
+    for i, batch in enumerate(micro_batches):
+        # Gradients are all-reduced once, after the last micro-batch of the step.
+        sync = contextlib.nullcontext() if i == len(micro_batches) - 1 else accelerator.no_sync(model)
+        with sync:
+            loss_sum, _ = objective.loss(forward, batch)
+            accelerator.backward(loss_sum * processes / count.clamp(min=1))
+        totals[:2] += torch.stack([loss_sum.detach().double(), batch["attention_mask"].sum().double()])
+    totals[2] = float(stop_requested)
+    totals[3] = float(t.max_seconds is not None and clock.seconds >= t.max_seconds)
+    totals = accelerator.reduce(totals, "sum")  # every process sees the same loss and stop request
+    grad_norm = accelerator.clip_grad_norm_(model.parameters(), t.max_grad_norm) if t.max_grad_norm > 0 else None
+    return StepResult(loss=(totals[0] / count.clamp(min=1)).item(),
+                      grad_norm=None if grad_norm is None else float(grad_norm),
+                      tokens=int(totals[1].item()), stop_requested=totals[2].item() > 0,
+                      out_of_time=totals[3].item() > 0)
+
+
+def _schedule(tasks: list[Task], t: TrainSection, processes: int) -> Schedule:
+    accumulation = t.gradient_accumulation_steps
+    task_epochs = [steps_per_epoch(len(task.train_data), t.per_device_train_batch_size, processes, accumulation)
+                   for task in tasks]
+    for task, steps in zip(tasks, task_epochs):
+        if steps == 0:
+            raise LlmkitError(f"{split_key('train', task.name)}: {len(task.train_data)} training examples cannot "
+                              f"fill one step of {processes} processes x {accumulation} accumulation steps")
+    total = t.max_steps if t.max_steps > 0 else max(1, math.ceil(t.num_train_epochs * sum(task_epochs)))
+    return Schedule(task_epochs, total, t.warmup_steps or math.ceil(t.warmup_ratio * total))
+
+
+def _resumed_state(accelerator, resume: Path, optimizer, scheduler, log: RunLog, fresh: TrainState) -> TrainState:
+    saved = load_checkpoint(accelerator, resume, optimizer, scheduler)
+    state = TrainState.from_dict({**saved, "total_steps": fresh.total_steps})
+    _truncate_log(log, state.global_step)
+    if state.num_processes != fresh.num_processes:
+        log.print(f"WARNING: the checkpoint was written by {state.num_processes} processes, this run has "
+                  f"{fresh.num_processes}; training continues but not bitwise as the original run would have")
+        state.num_processes = fresh.num_processes
+    return state
+
+
+def _banner_rows(accelerator, model, tasks: list[Task], plan: StepPlan, schedule: Schedule, t: TrainSection,
+                 state: TrainState, resume: Path | None) -> dict:
+    processes, accumulation = accelerator.num_processes, t.gradient_accumulation_steps
+    global_batch = t.per_device_train_batch_size * processes * accumulation
+    return {
+        **_example_counts(tasks, plan.tasks),
+        "batch": f"{t.per_device_train_batch_size} per device x {processes} processes x {accumulation} "
+                 f"accumulation = {global_batch}",
+        "steps": f"{schedule.total_steps:,} ({schedule.per_epoch:,} per epoch, "
+                 f"{schedule.total_steps / schedule.per_epoch:.2f} epochs), warmup {schedule.warmup}",
+        "parameters": f"{sum(p.numel() for p in model.parameters() if p.requires_grad):,} trainable "
+                      f"of {sum(p.numel() for p in model.parameters()):,}",
+        "precision": f"{accelerator.mixed_precision} on {accelerator.device}",
+        **({"resumed": f"from {resume} at step {state.global_step:,}"} if resume is not None else {}),
+    }
+
+
+def _add_to_window(state: TrainState, result: StepResult) -> None:
+    if result.finite:
+        state.window["loss"] += result.loss
+        state.window["steps"] += 1
+    state.window["tokens"] += result.tokens
+
+
+def _log_line(state: TrainState, step: int, schedule: Schedule, scheduler, result: StepResult,
+              elapsed: float) -> dict:
+    """The window's mean loss and throughput as one metrics.jsonl record; the window starts again."""
+    window = state.window
+    state.window = {"loss": 0.0, "steps": 0, "tokens": 0}
+    return {"step": step, "epoch": round(step / schedule.per_epoch, 4),
+            "loss": window["loss"] / max(window["steps"], 1), "learning_rate": scheduler.get_last_lr()[0],
+            "grad_norm": result.grad_norm, "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1)}
+
+
+def _due(strategy: str, every: int, step: int, schedule: Schedule) -> bool:
+    """Whether an eval / save strategy (`steps` every N, `epoch` at each epoch's end) fires after `step`."""
+    if strategy == "steps":
+        return (step + 1) % every == 0
+    return strategy == "epoch" and step % schedule.per_epoch == schedule.per_epoch - 1
+
+
+def _evaluate(accelerator, model, tasks: list[Task], t: TrainSection, state: TrainState, log: RunLog, step: int,
+              per_epoch: int) -> dict:
+    """Evaluate, log it, and keep track of the best step by train.metric_for_best_model."""
+    metrics = evaluate_tasks(accelerator, model, tasks, t.per_device_eval_batch_size)
+    log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
+    log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
+    state.last_eval = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
+    name, greater = _best_metric(t)
+    value = metrics.get(name)
+    if value is None:
+        raise LlmkitError(f"train.metric_for_best_model: {t.metric_for_best_model!r} is not an evaluation "
+                          f"metric here; there are {sorted(state.last_eval)}")
+    if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
+        state.best_metric, state.best_step = value, step
+    return metrics
+
+
+class _Clock:
+    """Seconds in the training loop, counting on from `before` (the resumed runs' time)."""
+
+    def __init__(self, before: float):
+        self.started = time.perf_counter() - before
+
+    @property
+    def seconds(self) -> float:
+        return time.perf_counter() - self.started
 
 
 def _example_counts(tasks: list[Task], schedule) -> dict[str, str]:

@@ -10,9 +10,11 @@ from conftest import CONFIGS
 from llmkit.config import TokenizerSection, load_config
 from llmkit.data import batching
 from llmkit.data import corpus as corpus_module
-from llmkit.data.corpus import evaluation_blocks, prepare_corpus
+from llmkit.data.corpus import evaluation_blocks
+from llmkit.data.corpus import prepare_corpus as _prepare_corpus
 from llmkit.data.tokenizer import _train
-from llmkit.objectives import IGNORE_INDEX, MaskedLM
+from llmkit.objectives import OBJECTIVES, MaskedLM
+from llmkit.objectives.base import IGNORE_INDEX
 
 SAMPLE = CONFIGS.parent / "llmkit" / "sample_data" / "corpus.txt"
 
@@ -37,6 +39,10 @@ def test_trained_wordpiece_is_bert_like():
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert tok.unk_token_id not in ids  # every character is in the vocabulary
     assert tok.decode(ids, skip_special_tokens=True) == "the soup was bland"
+
+
+def prepare_corpus(cfg):
+    return _prepare_corpus(cfg, OBJECTIVES[cfg.pretrain.objective].layout(cfg.pretrain))
 
 
 def _corpus(tmp_path, *overrides, text: str | None = None):
@@ -82,9 +88,9 @@ def test_streamed_packing_carries_across_batches_and_holds_out_whole_documents(t
     (tmp_path / "test.txt").write_text("\n".join(docs[:5]) + "\n")
     cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", [f"data.data_dir={tmp_path}", "data.test_file=test.txt",
                                                           "data.max_seq_length=16"])
-    blocks = evaluation_blocks(cfg, "test", tok)
+    blocks = evaluation_blocks(cfg, "test", tok, MaskedLM.layout(cfg.pretrain))
     assert documents(blocks["input_ids"]) == [tok.decode(tok(d)["input_ids"][1:-1]) for d in docs[:5]]
-    assert evaluation_blocks(cfg, "test", tok).cache_files == blocks.cache_files  # packed once, then cached
+    assert evaluation_blocks(cfg, "test", tok, MaskedLM.layout(cfg.pretrain)).cache_files == blocks.cache_files  # packed once, then cached
 
 
 def test_blank_line_documents_and_dedupe(tmp_path):
@@ -107,8 +113,8 @@ def test_second_preprocess_is_served_from_the_cache(tmp_path):
 
 def _masker(**kwargs):
     corpus = prepare_corpus(load_config(CONFIGS / "tiny" / "pretrain.yaml"))
-    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", [f"pretrain.{k}={v}" for k, v in kwargs.items()])
-    return MaskedLM(corpus.tokenizer, cfg.pretrain, seed=1), corpus
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", ["seed=1", *(f"pretrain.{k}={v}" for k, v in kwargs.items())])
+    return MaskedLM(cfg, corpus.tokenizer), corpus
 
 
 def test_masking_rates_follow_the_config():
@@ -186,11 +192,11 @@ def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type, monk
     chunk of rows at a time (here 5 rows, so the batch's masked rows take several chunks)."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from llmkit import wrappers
-    from llmkit.wrappers import MaskedLMLoss
+    from llmkit.objectives import masked_lm
+    from llmkit.objectives.masked_lm import MaskedLMLoss
 
     masker, corpus = _masker()
-    monkeypatch.setattr(wrappers, "CHUNK_BYTES", 4 * len(corpus.tokenizer) * 5)
+    monkeypatch.setattr(masked_lm, "CHUNK_BYTES", 4 * len(corpus.tokenizer) * 5)
     batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
     config = AutoConfig.for_model(model_type, vocab_size=len(corpus.tokenizer), hidden_size=64, num_hidden_layers=2,
                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=80,
@@ -218,11 +224,11 @@ def test_whole_word_masking_takes_every_piece_of_a_word(algorithm, tmp_path):
     """Words come from the tokenizer's word ids, so this holds for WordPiece, byte-level BPE and Unigram."""
     overrides = [f"tokenizer.algorithm={algorithm}", "tokenizer.vocab_size=300", "pretrain.whole_word_mask=true",
                  "pretrain.mlm_probability=0.3", f"data.cache_dir={tmp_path}"]
-    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", overrides)
+    cfg = load_config(CONFIGS / "tiny" / "pretrain.yaml", ["seed=1", *overrides])
     corpus = prepare_corpus(cfg)
     ids = list(range(len(corpus.train)))
     rows = corpus.train[ids]
-    batch = MaskedLM(corpus.tokenizer, cfg.pretrain, seed=1).collate(rows, ids, epoch=0)
+    batch = MaskedLM(cfg, corpus.tokenizer).collate(rows, ids, epoch=0)
     starts = batching.pad(rows["word_starts"], 1).bool()
     selected = batch["labels"] != IGNORE_INDEX
     special = torch.isin(batching.pad(rows["input_ids"], corpus.tokenizer.pad_token_id),
@@ -335,7 +341,7 @@ def _pair_model(model_type: str, vocab_size: int):
 def test_the_pair_loss_is_berts_pretraining_loss(model_type):
     """Summed over masked tokens, so the loop's division by their count gives transformers' mean
     masked-LM loss plus mean pair loss; the sparse head changes nothing."""
-    from llmkit.wrappers import MaskedLMPairLoss
+    from llmkit.objectives.sentence_pairs import MaskedLMPairLoss
 
     masker, corpus = _masker()
     batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
@@ -354,7 +360,7 @@ def test_the_pair_loss_is_berts_pretraining_loss(model_type):
 def test_pseudo_perplexity_masks_each_token_in_turn():
     import math
 
-    from llmkit.wrappers import MaskedLMLoss
+    from llmkit.objectives.masked_lm import MaskedLMLoss
 
     masker, corpus = _masker()
     masker.pseudo_perplexity = True

@@ -29,7 +29,10 @@ def test_torchrun_two_processes_match_one_process(tmp_path):
     info = json.loads((two / "run_info.json").read_text())
     assert info["num_processes"] == 2 and "MULTI_CPU" in info["distributed_type"]
     assert (two / "model.safetensors").exists() and (two / "checkpoint-3").is_dir()
-    assert proc.stdout.count("pretrain done") == 1  # only rank 0 reports
+    # Only rank 0 speaks: the banner, each log and eval line, and the closing line appear once.
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    assert proc.stdout.count("pretrain done") == 1 and proc.stdout.count("parameters") == 1
+    assert sorted(line for line in set(lines) if lines.count(line) > 1) == [], proc.stdout + proc.stderr
     two_lines = read_jsonl(two / "metrics.jsonl")
     assert [line["step"] for line in two_lines if "loss" in line] == [1, 2, 3, 4, 5, 6]  # written once, not per rank
 

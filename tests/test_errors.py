@@ -37,12 +37,30 @@ def _pretrain_on(tmp: Path, text: str) -> Path:
     return write_config(tmp / "p.yaml", "pretrain", data={"data_dir": str(tmp), "train_file": "corpus.txt"})
 
 
-def _model_folder(tmp: Path, weights: bool, tokenizer: bool) -> None:
+def _model_folder(tmp: Path, weights: bool, tokenizer: bool, cut: int | None = None) -> None:
+    """A model folder with a config, whole weights (or `cut` to that many bytes) and no tokenizer files."""
+    import torch
+    from safetensors.torch import save_file
+
     folder = tmp / "model"
-    folder.mkdir()
+    folder.mkdir(parents=True)
     (folder / "config.json").write_text('{"model_type": "bert", "architectures": ["BertForMaskedLM"]}')
     if weights:
-        (folder / "model.safetensors").write_bytes(b"x")
+        save_file({"embeddings.weight": torch.zeros(64, 8)}, folder / "model.safetensors")
+    if cut is not None:
+        whole = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(whole[:cut])
+
+
+def _sharded_folder(tmp: Path) -> Path:
+    _model_folder(tmp, weights=False, tokenizer=False)
+    folder = tmp / "model"
+    (folder / "model.safetensors.index.json").write_text(
+        '{"metadata": {}, "weight_map": {"a.weight": "model-00001-of-00002.safetensors", '
+        '"b.weight": "model-00002-of-00002.safetensors"}}')
+    _model_folder(tmp / "one", weights=True, tokenizer=False)
+    (tmp / "one" / "model" / "model.safetensors").rename(folder / "model-00001-of-00002.safetensors")
+    return FINETUNE
 
 
 # name: (stage, make config from tmp, [overrides], expected text, [extra CLI args])
@@ -82,7 +100,7 @@ CATALOGUE = {
     "empty text cell": ("finetune", lambda t: _finetune(t, _file(t, "n.csv", "text,label\nfine,positive\n,negative\n").name),
                         [], "n.csv row 2: column 'text' is empty", []),
     "too few fields": ("finetune", lambda t: _finetune(t, _file(t, "f.csv", "text,label\nfine,positive\nshort\n").name),
-                       [], "f.csv", []),
+                       [], "f.csv row 2: column 'label' is empty", []),
     "no documents": ("pretrain", lambda t: _pretrain_on(t, "\n   \n\n"), [], "has no non-empty documents", []),
     "NSP on one document": ("pretrain", lambda t: _pretrain_on(t, "The food was great. The room was dirty.\n" * 40),
                             ["pretrain.objective=mlm+nsp", "data.document_boundary=file"],
@@ -91,6 +109,15 @@ CATALOGUE = {
                                      ["model.name_or_path={tmp}/model"], "/model holds no model", []),
     "model folder without tokenizer": ("finetune", lambda t: _model_folder(t, weights=True, tokenizer=False) or FINETUNE,
                                        ["model.name_or_path={tmp}/model"], "has no tokenizer files", []),
+    "truncated weights": ("finetune", lambda t: _model_folder(t, weights=True, tokenizer=False, cut=200) or FINETUNE,
+                          ["model.name_or_path={tmp}/model"],
+                          "model.name_or_path: {tmp}/model/model.safetensors is truncated or corrupt (Error while "
+                          "deserializing header: incomplete metadata, file not fully covered); re-copy or re-download it",
+                          []),
+    "index naming a missing shard": ("finetune", _sharded_folder, ["model.name_or_path={tmp}/model"],
+                                     "model.name_or_path: {tmp}/model/model.safetensors.index.json names "
+                                     "model-00002-of-00002.safetensors, which is not in {tmp}/model; re-copy or "
+                                     "re-download it", []),
     "model folder missing": ("finetune", lambda t: FINETUNE, ["model.name_or_path={tmp}/nowhere"],
                              "model folder not found", []),
     "sequence longer than positions": ("finetune", lambda t: FINETUNE, ["data.max_seq_length=128"],
@@ -126,8 +153,18 @@ def _snapshot(folder: Path) -> dict:
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_the_catalogue_is_long_enough():
-    assert len(CATALOGUE) >= 25
+def _subject(output: str) -> str:
+    """What an error line names first: `error: SUBJECT: what is wrong`."""
+    return output.removeprefix("error: ").split(": ")[0]
+
+
+def _names_what_to_fix(subject: str) -> bool:
+    """A config key (its section first), a command-line option or override, or the config file (then each
+    problem below it)."""
+    from llmkit.config import Config
+
+    return (subject.split(".")[0] in Config.model_fields or subject.startswith(("--", "override "))
+            or subject.endswith(".yaml"))
 
 
 @pytest.mark.parametrize("name", CATALOGUE)
@@ -138,8 +175,12 @@ def test_bad_input_is_one_clear_line_and_damages_nothing(name, tmp_path, earlier
     before = _snapshot(earlier_run)
     result = run_cli(stage, config, f"output_dir={earlier_run}", "train.overwrite_output_dir=true", *overrides, *extra)
     assert result.exit_code == 2, result.output + repr(result.exception)
-    assert expected in result.output, result.output
+    assert expected.format(tmp=tmp_path) in result.output, result.output
     assert result.output.startswith("error: ") and "Traceback" not in result.output
+    subject = _subject(result.output)
+    assert _names_what_to_fix(subject), result.output
+    # One line, but for an invalid config: its path, then one line per problem, every problem at once.
+    assert len(result.output.strip().splitlines()) == 1 or subject.endswith(".yaml"), result.output
     assert _snapshot(earlier_run) == before
 
 
@@ -159,6 +200,29 @@ def test_infer_input_problems(tmp_path):
     assert result.exit_code == 2 and "--input: file not found" in result.output
     result = run_cli("infer", FINETUNE, *minilm, "--input", "-", input="hello\n")
     assert result.exit_code == 2 and "(BertModel) has no sequence-classification head" in result.output
+
+
+def test_a_truncated_model_or_optimizer_state_is_named(tmp_path):
+    """A copy cut short: infer on the model, and a resume from the checkpoint, each fail with one line."""
+    out = tmp_path / "run"
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=2", "train.save_steps=1",
+                     "train.eval_strategy=no", "train.save_total_limit=null")
+    assert result.exit_code == 0, result.output
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    result = run_cli("infer", PRETRAIN, f"output_dir={out}", "--input", "-", input="the food was [MASK] .\n")
+    [line] = result.output.strip().splitlines()
+    assert result.exit_code == 2 and line.startswith(f"error: model.name_or_path: {weights} is truncated or corrupt (")
+    assert line.endswith("); re-copy or re-download it")
+    optimizer = out / "checkpoint-1" / "optimizer.pt"
+    optimizer.write_bytes(optimizer.read_bytes()[:500])
+    (out / "trainer_state.json").unlink()  # no longer finished: resume from checkpoint-1
+    result = run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=2", "train.eval_strategy=no",
+                     "train.resume_from_checkpoint=latest")
+    assert result.exit_code == 2, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith(f"error: train.resume_from_checkpoint: {optimizer} is truncated or corrupt (")
+    assert last.endswith("); re-copy it, or resume from an earlier checkpoint")
 
 
 def test_a_full_disk_while_checkpointing_keeps_the_previous_checkpoint(monkeypatch, tmp_path):

@@ -102,10 +102,21 @@ def test_infer_batches_by_length_and_answers_in_file_order(pipeline, tmp_path):
 
 
 def test_infer_fills_masks_with_the_pretrained_model(pipeline):
+    """The top-k fillers are the model's own: the same tokens and scores as transformers' fill-mask pipeline."""
+    from transformers import pipeline as hf_pipeline
+
+    texts = ["the food was [MASK] .", "the [MASK] was dirty and the [MASK] was rude ."]
     result = ok(run_cli("infer", PRETRAIN, f"output_dir={pipeline / 'mlm'}", "--input", "-", "--top-k", "3",
-                        input="the food was [MASK] .\n"))
-    prediction = json.loads(result.output.strip().splitlines()[-1])
-    assert len(prediction["predictions"]) == 1 and len(prediction["predictions"][0]) == 3
+                        input="\n".join(texts) + "\n"))
+    predictions = [json.loads(line) for line in result.stdout.strip().splitlines()]
+    assert [p["text"] for p in predictions] == texts and [len(p["predictions"]) for p in predictions] == [1, 2]
+    fill = hf_pipeline("fill-mask", model=str(pipeline / "mlm"), top_k=3)
+    for prediction, text in zip(predictions, texts):
+        theirs = fill(text)
+        theirs = [theirs] if isinstance(theirs[0], dict) else theirs  # one mask: a flat list
+        for ours, mask in zip(prediction["predictions"], theirs, strict=True):
+            assert [c["token_id"] for c in ours] == [c["token"] for c in mask]
+            assert [c["score"] for c in ours] == pytest.approx([c["score"] for c in mask], abs=1e-5)
 
 
 def test_outputs_load_in_plain_transformers_pipelines(pipeline):
@@ -114,7 +125,10 @@ def test_outputs_load_in_plain_transformers_pipelines(pipeline):
     classify = hf_pipeline("text-classification", model=str(pipeline / "classifier"))
     assert classify("the dessert was absolutely wonderful , highly recommended .")[0]["label"] == "positive"
     fill = hf_pipeline("fill-mask", model=str(pipeline / "mlm"))
-    assert len(fill("the room was [MASK] .")) == 5
+    candidates = fill("the room was [MASK] .")
+    assert len(candidates) == 5 and all(c["sequence"].startswith("the room was") for c in candidates)
+    assert [c["score"] for c in candidates] == sorted((c["score"] for c in candidates), reverse=True)
+    assert sum(c["score"] for c in candidates) > 5 / 1000  # better than uniform over the 1,000-token vocabulary
 
 
 def test_a_trained_output_dir_is_not_overwritten_by_accident(pipeline):
@@ -196,17 +210,32 @@ def test_evaluate_needs_only_the_file_it_scores(pipeline):
                "data.validation_file=null", "--split", "test"))
 
 
-def test_throughput_counts_training_time_only(tmp_path):
-    """Evaluating every step must neither inflate nor deflate tokens_per_s (it measures training)."""
-    import statistics
+def test_throughput_counts_training_time_only(tmp_path, monkeypatch):
+    """Evaluating every step must not count in tokens_per_s (it measures training). On the loop's clock, each
+    reading moves a millisecond and each evaluation an hour: every logged rate stays far above an hour's."""
+    from types import SimpleNamespace
 
-    rates = {}
-    for strategy in ("steps", "no"):
-        out = tmp_path / strategy
-        ok(run_cli("pretrain", PRETRAIN, f"output_dir={out}", "train.max_steps=30", "train.logging_steps=10",
-                   f"train.eval_strategy={strategy}", "train.eval_steps=1", "data.max_eval_samples=64"))
-        rates[strategy] = statistics.median(x["tokens_per_s"] for x in read_jsonl(out / "metrics.jsonl") if "loss" in x)
-    assert 0.5 < rates["steps"] / rates["no"] < 2, rates
+    from llmkit import trainer
+
+    clock = {"now": 0.0}
+    real_evaluate = trainer.evaluate_tasks
+
+    def tick():
+        clock["now"] += 1e-3
+        return clock["now"]
+
+    def slow_evaluation(*args, **kwargs):
+        clock["now"] += 3600.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "time", SimpleNamespace(perf_counter=tick))
+    monkeypatch.setattr(trainer, "evaluate_tasks", slow_evaluation)
+    ok(run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path}", "train.max_steps=30", "train.logging_steps=10",
+               "train.eval_strategy=steps", "train.eval_steps=3", "data.max_eval_samples=16"))
+    lines = read_jsonl(tmp_path / "metrics.jsonl")
+    rates = [x["tokens_per_s"] for x in lines if "loss" in x]
+    assert sum("eval_loss" in x for x in lines) == 10 and len(rates) == 3
+    assert min(rates) > 1e5, rates  # 10 steps of 32 x 64 tokens in an hour would be 6 tokens/s
 
 
 def test_max_time_stops_evaluates_and_saves_like_a_finished_run(tmp_path):
@@ -215,7 +244,7 @@ def test_max_time_stops_evaluates_and_saves_like_a_finished_run(tmp_path):
                "train.eval_strategy=no"))
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["stopped_by"] == "max_time" and 0 < state["global_step"] < 100000 and state["finished"]
-    assert 2 <= state["train_seconds"] < 10
+    assert state["train_seconds"] >= 2  # it stops at the first step past the budget, never before
     assert (out / "model.safetensors").exists() and "eval_loss" in read_jsonl(out / "metrics.jsonl")[-1]
     result = run_cli("pretrain", PRETRAIN, f"output_dir={tmp_path / 'bad'}", "train.max_time=half an hour")
     assert result.exit_code == 2 and "max_time: 'half an hour' is not a positive duration" in result.output

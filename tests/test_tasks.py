@@ -146,7 +146,10 @@ def test_words_without_sub_tokens_or_cut_off_count_as_o():
     batch = {"input_ids": torch.zeros(1, 4, dtype=torch.long), "attention_mask": torch.ones(1, 4, dtype=torch.long),
              # [CLS] w0 w2 [SEP]: word 1 has no sub-token, word 3 was truncated away
              "word_ids": torch.tensor([[-1, 0, 2, -1]]), "word_labels": torch.tensor([[1, 1, 0, 1]])}
-    [(predicted, gold)] = TokenClassification(None, id2label).eval_outputs(Model(), batch)
+    from llmkit.config import load_config
+
+    cfg = load_config(FINETUNE, ["finetune.task=token_classification"])
+    [(predicted, gold)] = TokenClassification(cfg, None, id2label).eval_outputs(Model(), batch)
     assert gold == ["B-X", "B-X", "O", "B-X"] and predicted == ["B-X", "O", "B-X", "O"]
 
 
@@ -402,7 +405,7 @@ def test_multi_task_config_errors(data, tmp_path):
 def test_multi_task_run_resumes_exactly(data, tmp_path, monkeypatch):
     from safetensors.torch import load_file
 
-    from llmkit.wrappers import TaskForward
+    from llmkit.multitask import TaskForward
 
     config = _multi_task_config(data, tmp_path / "mt.yaml", max_steps=12, save_steps=6, save_strategy="steps",
                                 eval_strategy="no", logging_steps=1)

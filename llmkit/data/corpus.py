@@ -27,15 +27,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmkit.config import Config, cache_root, data_path, resolve_path
+from typing import TYPE_CHECKING
+
 from llmkit.data.files import first_rows, iter_documents, sentences
 from llmkit.data.tokenizer import FORMAT_VERSION, choose_tokenizer, fingerprint_files
 from llmkit.errors import LlmkitError
+from llmkit.paths import cache_root, resolve_path, split_file, split_key
+
+if TYPE_CHECKING:
+    from llmkit.config import Config, DataSection
 
 SPLIT_SEED = 0  # the held-out validation documents do not change with the training seed
 CORPUS_FORMAT = 2  # 2: streamed Arrow files; bump when the layout changes, so old caches are rebuilt
 BATCH_CHARS = 1 << 20  # text tokenized per batch: big enough to keep every core busy, small in memory
 BATCH_DOCUMENTS = 1000
+
+
+@dataclass(frozen=True)
+class CorpusLayout:
+    """How the objective wants its examples cut (the objective says; llmkit.objectives)."""
+
+    causal: bool = False  # one stream of blocks without a [CLS], eos after each document
+    pair_task: str | None = None  # `nsp` / `sop`: segment pairs instead of blocks
+    whole_words: bool = False  # a `word_starts` column flags each token that begins a word
 
 
 @dataclass
@@ -47,53 +61,52 @@ class Corpus:
     info: dict
 
 
-def prepare_corpus(cfg: Config) -> Corpus:
+def prepare_corpus(cfg: Config, layout: CorpusLayout) -> Corpus:
     """The packed corpus for `cfg`, built once and then read from the cache."""
-    train_path = data_path(cfg, "train_file")
+    train_path = split_file(cfg.data, "train")
     if train_path is None:
         raise LlmkitError("data.train_file: required for pretraining (a .txt file or a table with a text column)")
-    validation_path = data_path(cfg, "validation_file")
-    folder = cache_root(cfg) / "corpus" / _fingerprint(cfg, [train_path, validation_path], _tokenizer_identity(cfg))
+    validation_path = split_file(cfg.data, "validation")
+    fingerprint = _fingerprint(cfg.data, layout, [train_path, validation_path], _tokenizer_identity(cfg))
+    folder = cache_root(cfg.data) / "corpus" / fingerprint
     if not (folder / "info.json").exists():
-        _build(cfg, train_path, validation_path, folder)
+        _build(cfg, layout, train_path, validation_path, folder)
     return _load(folder)
 
 
-def evaluation_blocks(cfg: Config, split: str, tokenizer):
+def evaluation_blocks(cfg: Config, split: str, tokenizer, layout: CorpusLayout):
     """Packed blocks (or segment pairs) of data.<split>_file, or the held-out part of the corpus for `validation`."""
     import datasets
 
-    key = f"data.{split}_file"
-    path = data_path(cfg, f"{split}_file")
+    key, path = split_key(split), split_file(cfg.data, split)
     if path is None:
-        blocks = prepare_corpus(cfg).validation if split == "validation" and cfg.data.train_file else None
+        blocks = prepare_corpus(cfg, layout).validation if split == "validation" and cfg.data.train_file else None
         if blocks is None:
             raise LlmkitError(f"{key}: required to evaluate on the {split} split")
         return first_rows(blocks, cfg.data.max_eval_samples)
     identity = hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest() if tokenizer.is_fast \
         else tokenizer.name_or_path
-    target = cache_root(cfg) / "blocks" / f"{_fingerprint(cfg, [path], identity)}.arrow"
+    target = cache_root(cfg.data) / "blocks" / f"{_fingerprint(cfg.data, layout, [path], identity)}.arrow"
     if not target.exists():
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f".{target.name}.{os.getpid()}")
         try:
-            _write_examples(cfg, documents(cfg, path, key), tokenizer, tmp)
+            _write_examples(cfg.data, layout, documents(cfg.data, path, key), tokenizer, tmp)
             os.replace(tmp, target)
         finally:
             tmp.unlink(missing_ok=True)
     return first_rows(datasets.Dataset.from_file(str(target)), cfg.data.max_eval_samples)
 
 
-def _fingerprint(cfg: Config, paths: list[str | None], tokenizer_identity) -> str:
-    d = cfg.data
+def _fingerprint(d: DataSection, layout: CorpusLayout, paths: list[str | None], tokenizer_identity) -> str:
     settings = {
         "version": [FORMAT_VERSION, CORPUS_FORMAT],
         "files": fingerprint_files(paths),
         "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary,
                  d.validation_split_percentage, d.dedupe],
-        "whole_words": _whole_words(cfg),
-        "causal": _causal(cfg),
-        "pairs": _pair_task(cfg),
+        "whole_words": layout.whole_words,
+        "causal": layout.causal,
+        "pairs": layout.pair_task,
         "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -111,17 +124,17 @@ def _tokenizer_identity(cfg: Config):
     return source  # a hub id
 
 
-def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Path) -> None:
+def _build(cfg: Config, layout: CorpusLayout, train_path: str, validation_path: str | None, folder: Path) -> None:
     started = time.perf_counter()
-    limit = cfg.data.max_train_samples
-    count = sum(1 for _ in documents(cfg, train_path, "data.train_file", limit))
+    data, limit = cfg.data, cfg.data.max_train_samples
+    count = sum(1 for _ in documents(data, train_path, "data.train_file", limit))
     held_out: set[int] = set()
     if validation_path is None and cfg.data.validation_split_percentage > 0 and count >= 2:
         size = max(1, round(count * cfg.data.validation_split_percentage / 100))
         held_out = set(random.Random(SPLIT_SEED).sample(range(count), size))
 
     def split(keep_held_out: bool) -> Callable[[], Iterator[str]]:
-        return lambda: (doc for i, doc in enumerate(documents(cfg, train_path, "data.train_file", limit))
+        return lambda: (doc for i, doc in enumerate(documents(data, train_path, "data.train_file", limit))
                         if (i in held_out) == keep_held_out)
 
     # Keyed by what it is trained on: the file, and which of its documents are training ones.
@@ -132,11 +145,11 @@ def _build(cfg: Config, train_path: str, validation_path: str | None, folder: Pa
     try:
         tokenizer.save_pretrained(tmp / "tokenizer")
         info = {"train_file": train_path, "validation_file": validation_path,
-                **_write_examples(cfg, split(False)(), tokenizer, tmp / "train.arrow", "train")}
-        validation = split(True)() if held_out else documents(cfg, validation_path, "data.validation_file") \
+                **_write_examples(data, layout, split(False)(), tokenizer, tmp / "train.arrow", "train")}
+        validation = split(True)() if held_out else documents(data, validation_path, "data.validation_file") \
             if validation_path else None
         if validation is not None:
-            info.update(_write_examples(cfg, validation, tokenizer, tmp / "validation.arrow", "validation"))
+            info.update(_write_examples(data, layout, validation, tokenizer, tmp / "validation.arrow", "validation"))
         else:
             info.update(validation_documents=0, validation_examples=0, validation_tokens=0)
         info.update(max_seq_length=cfg.data.max_seq_length, vocab_size=len(tokenizer),
@@ -167,16 +180,16 @@ def _load(folder: Path) -> Corpus:
     )
 
 
-def documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Iterator[str]:
+def documents(data: DataSection, path: str, key: str, limit: int | None = None) -> Iterator[str]:
     """The file's stripped non-empty documents, streamed (exact duplicates dropped with data.dedupe,
     the first `limit` only). Fails if there are none."""
     seen: set[bytes] = set()  # 8-byte digests: the one thing that grows with the corpus
     count = 0
-    for text in iter_documents(path, key, cfg.data.document_boundary, cfg.data.text_column):
+    for text in iter_documents(path, key, data.document_boundary, data.text_column):
         text = (text or "").strip()
         if not text:
             continue
-        if cfg.data.dedupe:
+        if data.dedupe:
             digest = hashlib.blake2b(text.encode(), digest_size=8).digest()
             if digest in seen:
                 continue
@@ -189,27 +202,29 @@ def documents(cfg: Config, path: str, key: str, limit: int | None = None) -> Ite
         raise LlmkitError(f"{key}: {path} has no non-empty documents")
 
 
-def _write_examples(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str = "eval") -> dict:
+def _write_examples(data: DataSection, layout: CorpusLayout, documents: Iterator[str], tokenizer, path: Path,
+                    name: str = "eval") -> dict:
     """Tokenize and write `documents` as packed blocks, or as segment pairs for NSP / SOP. Returns the counts."""
-    return (_write_pairs if _pair_task(cfg) else _write_blocks)(cfg, documents, tokenizer, path, name)
+    return (_write_pairs if layout.pair_task else _write_blocks)(data, layout, documents, tokenizer, path, name)
 
 
-def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str) -> dict:
+def _write_blocks(data: DataSection, layout: CorpusLayout, documents: Iterator[str], tokenizer, path: Path,
+                  name: str) -> dict:
     """Tokenize `documents` batch by batch, join them into one stream with a separator after each,
     and append blocks of max_seq_length to an Arrow file as they fill. Returns the counts. With
     pretrain.whole_word_mask a `word_starts` column flags each token that begins a word."""
     import numpy as np
     import pyarrow as pa
 
-    if _causal(cfg):  # a causal LM reads one stream: no block-start token, eos after each document
+    if layout.causal:  # a causal LM reads one stream: no block-start token, eos after each document
         start, separator = None, tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.sep_token_id
     else:
         start = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
         separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise LlmkitError("tokenizer: needs a separator token (sep_token or eos_token) to mark document ends")
-    length = cfg.data.max_seq_length - (start is not None)  # stream tokens per block
-    words = _whole_words(cfg)
+    length = data.max_seq_length - (start is not None)  # stream tokens per block
+    words = layout.whole_words
     encode = _encoder(tokenizer, words)
     # column: (arrow type, numpy type, value at a block's start and after each document)
     columns = {"input_ids": (pa.int32(), np.int32, start, separator)}
@@ -252,7 +267,8 @@ def _write_blocks(cfg: Config, documents: Iterator[str], tokenizer, path: Path, 
     return counts
 
 
-def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, name: str) -> dict:
+def _write_pairs(data: DataSection, layout: CorpusLayout, documents: Iterator[str], tokenizer, path: Path,
+                 name: str) -> dict:
     """Cut each batch of documents into [CLS] A [SEP] B [SEP] examples (data.pairs) and append them to
     an Arrow file with their token_type_ids and next_sentence_label."""
     import numpy as np
@@ -262,8 +278,7 @@ def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, n
 
     if tokenizer.cls_token_id is None or tokenizer.sep_token_id is None:
         raise LlmkitError("tokenizer: sentence-pair pretraining needs a [CLS] and a [SEP] token (cls_token, sep_token)")
-    task = _pair_task(cfg)
-    words = _whole_words(cfg)
+    task, words = layout.pair_task, layout.whole_words
     encode = _encoder(tokenizer, words)
     special = {"input_ids": (tokenizer.cls_token_id, tokenizer.sep_token_id)}  # column: value at [CLS], at [SEP]
     if words:
@@ -273,7 +288,7 @@ def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, n
     lists = [*special, "token_type_ids"]
     schema = pa.schema([(column, pa.list_(types[column][0])) for column in lists]
                        + [("next_sentence_label", pa.int8())])
-    maker = PairMaker(task, cfg.data.max_seq_length - 3, special, seed=SPLIT_SEED)
+    maker = PairMaker(task, data.max_seq_length - 3, special, seed=SPLIT_SEED)
     counts = {f"{name}_documents": 0, f"{name}_examples": 0, f"{name}_tokens": 0}
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for batch in _batches(documents):
@@ -301,18 +316,6 @@ def _write_pairs(cfg: Config, documents: Iterator[str], tokenizer, path: Path, n
         raise LlmkitError(f"pretrain.objective: next-sentence prediction takes random segments from other documents, "
                           f"and the {name} text has one (see data.document_boundary)")
     return counts
-
-
-def _pair_task(cfg: Config) -> str | None:
-    return cfg.pretrain.pair_task if cfg.pretrain is not None else None
-
-
-def _whole_words(cfg: Config) -> bool:
-    return cfg.pretrain is not None and cfg.pretrain.whole_word_mask
-
-
-def _causal(cfg: Config) -> bool:
-    return cfg.pretrain is not None and cfg.pretrain.objective == "clm"
 
 
 def _encoder(tokenizer, words: bool) -> Callable[[list[str]], dict[str, list[list]]]:

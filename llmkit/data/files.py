@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
+from llmkit.paths import split_of
 
 TEXT_SUFFIXES = {".txt", ".text"}
 SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
@@ -43,7 +44,6 @@ def read_file(path: str, key: str):
     else:
         raise LlmkitError(f"{key}: {path}: unsupported file type {suffix or '(none)'}; "
                           "use .txt, .csv, .tsv, .json, .jsonl, .parquet or .conll")
-    datasets.disable_progress_bars()
     try:
         dataset = datasets.load_dataset(builder, data_files={"data": path}, split="data", **kwargs)
     except Exception as e:  # datasets wraps parser errors; report the innermost one
@@ -193,7 +193,7 @@ def _read_hub(name: str, key: str):
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise LlmkitError(f"{key}: file not found: {name} (and HF_HUB_OFFLINE=1 rules out a hub dataset of that name)")
     dataset_name, _, config = name.partition(":")
-    split = {"data.train_file": "train", "data.validation_file": "validation", "data.test_file": "test"}.get(key, "train")
+    split = split_of(key)
     try:
         return datasets.load_dataset(dataset_name, config or None, split=split)
     except Exception as e:

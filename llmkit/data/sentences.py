@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmkit.config import Config, data_path
 from llmkit.data.corpus import documents
 from llmkit.data.files import TEXT_SUFFIXES, first_rows, read_file, require_columns
-from llmkit.data.labeled import SPLIT_KEYS
 from llmkit.errors import LlmkitError
+from llmkit.paths import split_file, split_key
+
+if TYPE_CHECKING:
+    from llmkit.config import Config
 
 
 def views(cfg: Config) -> dict[str, str]:
@@ -26,15 +29,14 @@ def views(cfg: Config) -> dict[str, str]:
 
 def sentence_texts(cfg: Config):
     """The training file's texts, streamed (to train a tokenizer on)."""
-    return documents(cfg, data_path(cfg, "train_file"), SPLIT_KEYS["train"])
+    return documents(cfg.data, split_file(cfg.data, "train"), split_key("train"))
 
 
 def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
     """Tokenized rows of data.<split>_file (None when it is not set and not `required`)."""
     import datasets
 
-    datasets.disable_progress_bars()
-    key, path = SPLIT_KEYS[split], data_path(cfg, f"{split}_file")
+    key, path = split_key(split), split_file(cfg.data, split)
     if path is None:
         if required:
             raise LlmkitError(f"{key}: required for contrastive pretraining on the {split} split")
@@ -44,7 +46,7 @@ def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
         if len(columns) > 1:
             raise LlmkitError(f"{key}: {path} is plain text, but data.text_pair_column / negative_column name "
                               "columns of a pairs file (.jsonl, .csv, .tsv, .parquet)")
-        next(documents(cfg, path, key), None)  # a bad or empty file: one clear line, before datasets wraps it
+        next(documents(cfg.data, path, key), None)  # a bad or empty file: one clear line, before datasets wraps it
         stat = os.stat(path)
         rows = datasets.Dataset.from_generator(_rows, gen_kwargs={
             "cfg": cfg, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
@@ -69,4 +71,4 @@ def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
 
 
 def _rows(cfg: Config, path: str, key: str, version):
-    yield from ({"text": text} for text in documents(cfg, path, key))
+    yield from ({"text": text} for text in documents(cfg.data, path, key))

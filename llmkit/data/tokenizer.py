@@ -17,9 +17,13 @@ import shutil
 import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llmkit.config import Config, TokenizerSection, cache_root, resolve_path
 from llmkit.errors import LlmkitError
+from llmkit.paths import cache_root, resolve_path
+
+if TYPE_CHECKING:
+    from llmkit.config import Config, TokenizerSection
 
 BERT_SPECIALS = {"pad_token": "[PAD]", "unk_token": "[UNK]", "cls_token": "[CLS]", "sep_token": "[SEP]",
                  "mask_token": "[MASK]"}
@@ -50,7 +54,7 @@ def choose_tokenizer(cfg: Config, texts: Callable[[], Iterable[str]], corpus_fin
         return load_tokenizer(cfg.tokenizer.name_or_path, "tokenizer.name_or_path", cfg.model.trust_remote_code)
     if cfg.model.name_or_path:
         return load_tokenizer(cfg.model.name_or_path, "model.name_or_path", cfg.model.trust_remote_code)
-    return trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg))
+    return trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg.data))
 
 
 def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]], corpus_fingerprint: str,

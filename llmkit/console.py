@@ -1,0 +1,21 @@
+"""What a run prints, printed once: every process of a torchrun / accelerate job runs the same code, and
+only the main one (RANK 0, or no RANK at all) speaks. Data go to files (runlog); this is for people."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def is_main_process() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
+def say(text: str, err: bool = False) -> None:
+    """A line for the person running the command: stdout, or stderr beside predictions written to stdout."""
+    if is_main_process():
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def warn(text: str) -> None:
+    say(f"WARNING: {text}")

@@ -1,0 +1,172 @@
+"""The protocol every objective and task follows, and the defaults most of them share.
+
+A family is one class; the stages, the training loop and evaluation use nothing else of it:
+
+    Family.model_kind                    the AutoModel* class it trains, and how a trained one is recognised
+    Family.pipeline_task                 the transformers.pipeline task its saved model loads under
+    family.wrap(model)                   the module the loop trains and evaluates (default: the model itself)
+    family.collate(rows, ids, epoch)     rows of its data -> a batch of tensors
+    family.count(batch)                  what the loss is averaged over (predicted tokens, examples)
+    family.loss(module, batch)           (summed loss, count)
+    family.eval_outputs(module, batch)   per-example results, gathered over processes
+    family.metrics(loss_sum, count, outputs)
+    family.predict(model, examples, run) a chunk of `infer` inputs -> the JSON rows it writes, in order
+    Family.evaluation(cfg, split, ...)   `llmkit evaluate`'s scores  |  Family.predictor(...): `infer`'s
+
+Objective (pretraining) and Task (fine-tuning) add how their data is read and encoded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from llmkit.data.batching import pad_inputs
+
+if TYPE_CHECKING:
+    from llmkit.config import Config
+
+IGNORE_INDEX = -100
+MODEL_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class ModelKind:
+    """A kind of Hugging Face model: its Auto class, and the architecture names that carry its head."""
+
+    auto_class: str  # e.g. AutoModelForMaskedLM
+    architectures: tuple[str, ...]  # suffixes of config.architectures (GPT2LMHeadModel ends in LMHeadModel)
+    head: str  # how messages name the head
+    trained_by: str  # the command that trains one, for hints
+
+    def auto(self):
+        import transformers
+
+        return getattr(transformers, self.auto_class)
+
+    def fits(self, architectures: list[str]) -> bool:
+        return any(a.endswith(self.architectures) for a in architectures)
+
+
+@dataclass
+class PredictRun:
+    """How `infer` runs: where, how many inputs per forward, fill-mask candidates per mask."""
+
+    accelerator: Any
+    batch_size: int
+    top_k: int = 5
+
+
+class Family:
+    model_kind: ClassVar[ModelKind]
+    predict_kind: ClassVar[ModelKind | None] = None  # the model `infer` loads when not model_kind
+    pipeline_task: ClassVar[str]
+    unused_parameters: ClassVar[bool] = False  # DDP must expect parameters that get no gradient in a step
+
+    cfg: Config
+    tokenizer: Any
+
+    def wrap(self, model):
+        return model
+
+    def eval_outputs(self, module, batch) -> list:
+        return []
+
+    # ------------------------------------------------------------------ evaluate and infer
+
+    @classmethod
+    def trained(cls, cfg: Config, source: str, tokenizer, kind: ModelKind, thorough: bool = False):
+        """(family, model) for a trained model at `source`: the model has `kind`'s head."""
+        raise NotImplementedError
+
+    @classmethod
+    def evaluation(cls, cfg: Config, split: str, source: str, tokenizer, accelerator, task: str | None = None) -> dict:
+        """`llmkit evaluate`: the loss and metrics of the trained model on a split, every metric it has.
+        `task`: the name of a multi-task run's task, which messages then name."""
+        from llmkit.evaluation import evaluate
+
+        family, model = cls.trained(cfg, source, tokenizer, cls.model_kind, thorough=True)
+        with accelerator.main_process_first():
+            data = family.evaluation_data(split, task)
+        return evaluate(accelerator, accelerator.prepare(family.wrap(model)), family, data,
+                        cfg.train.per_device_eval_batch_size)
+
+    def evaluation_data(self, split: str, task: str | None = None):
+        raise NotImplementedError
+
+    @classmethod
+    def predictor(cls, cfg: Config, source: str, tokenizer, run: PredictRun):
+        """`llmkit infer`: a function from a chunk of input examples to their JSON rows."""
+        family, model = cls.trained(cfg, source, tokenizer, cls.predict_kind or cls.model_kind)
+        model = model.to(run.accelerator.device).eval()
+        return lambda examples: family.predict(model, examples, run)
+
+    @classmethod
+    def input_fields(cls, data) -> dict[str, str]:
+        """Example field -> the column of an input table it is read from."""
+        return {"text": data.text_column}
+
+    @classmethod
+    def from_line(cls, line: str) -> dict:
+        """The example a line of a .txt input (or of stdin) is."""
+        return {"text": line}
+
+    def predict(self, model, examples: list[dict], run: PredictRun) -> list[dict]:
+        """Forward passes over batches of (nearly) equal token counts: little compute goes to padding, and a
+        batch without any runs attention unmasked. Rows come back in input order."""
+        import torch
+
+        encoded = self.encode_inputs(examples)
+        order = sorted(range(len(examples)), key=lambda i: len(encoded["input_ids"][i]))
+        columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
+        results: list[dict | None] = [None] * len(examples)
+        with torch.no_grad(), run.accelerator.autocast():
+            for start in range(0, len(order), run.batch_size):
+                ids = order[start:start + run.batch_size]
+                padded = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer))
+                inputs = {k: v.to(run.accelerator.device) for k, v in padded.items()}
+                logits = model(**inputs).logits.float()
+                for i, prediction in zip(ids, self.predictions(logits, inputs, encoded, ids, examples, run)):
+                    results[i] = {**examples[i], **prediction}
+        return results
+
+    def encode_inputs(self, examples: list[dict]):
+        texts = [e["text"] for e in examples]
+        pairs = [e["text_pair"] for e in examples] if "text_pair" in examples[0] else None
+        return self.tokenizer(texts, pairs, truncation=True, max_length=self.cfg.data.max_seq_length)
+
+    def predictions(self, logits, inputs: dict, encoded, ids: list[int], examples: list[dict],
+                    run: PredictRun) -> list[dict]:
+        """One prediction per row of the batch `ids` (logits as the model returns them)."""
+        raise NotImplementedError
+
+
+def token_logits(logits, input_ids):
+    """Per-token logits of the input's own tokens: prompt tuning prepends virtual tokens, whose logits go."""
+    return logits[:, -input_ids.shape[1]:]
+
+
+def model_inputs(batch: dict) -> dict:
+    return {k: v for k, v in batch.items() if k in MODEL_INPUTS}
+
+
+def pad_token_id(tokenizer) -> int:
+    """GPT-2's tokenizer has no pad token; padded positions are masked out, so eos serves."""
+    return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+
+def mean_loss(loss_sum: float, count: int) -> float:
+    return loss_sum / max(count, 1)
+
+
+def language_model_metrics(loss_sum: float, count: int) -> dict:
+    """Mean loss per predicted token and its exponential, the perplexity."""
+    loss = mean_loss(loss_sum, count)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 700.0)), "num_predicted_tokens": count}
+
+
+def load_trained_model(cfg: Config, source: str, kind: ModelKind):
+    from llmkit.modeling import load_trained
+
+    return load_trained(source, kind, trust_remote_code=cfg.model.trust_remote_code)
