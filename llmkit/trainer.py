@@ -103,27 +103,27 @@ class TrainResult:
     state: TrainState
 
 
-def train(accelerator, cfg, model, tasks: list[Task], tokenizer, output_dir: Path, log: RunLog,
-          resume: Path | None = None) -> TrainResult:
+def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tokenizer, output_dir: Path,
+          log: RunLog, resume: Path | None = None) -> TrainResult:
     """Run (or continue) the configured steps: set up, then per step train, log, and evaluate / save / stop."""
     import torch
     from transformers import get_scheduler
 
     from llmkit.cpu import FastDropout
 
-    t, processes = cfg.train, accelerator.num_processes
+    processes = accelerator.num_processes
     schedule = _schedule(tasks, t, processes)
     optimizer = build_optimizer(model, t)
     # Stepped by hand once per optimizer step: total_steps already counts global steps.
     scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
                               num_training_steps=schedule.total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState(total_steps=schedule.total_steps, num_processes=processes, seed=cfg.seed)
+    state = TrainState(total_steps=schedule.total_steps, num_processes=processes, seed=seed)
     if resume is not None:
         state = _resumed_state(accelerator, resume, optimizer, scheduler, log, state)
     plan = StepPlan([len(task.train_data) for task in tasks], schedule.task_epochs,
                     [task.proportion or n for task, n in zip(tasks, schedule.task_epochs)], schedule.total_steps,
-                    cfg.seed, t.per_device_train_batch_size, processes, accelerator.process_index,
+                    seed, t.per_device_train_batch_size, processes, accelerator.process_index,
                     t.gradient_accumulation_steps,
                     [example_lengths(task.train_data) if t.group_by_length else None for task in tasks])
     banner(log, _banner_rows(accelerator, model, tasks, plan, schedule, t, state, resume))

@@ -1,4 +1,4 @@
-"""Writes docs/config.md, the config reference, from the schema in llmkit/config.py (field docstrings).
+"""Writes docs/config.md, the config reference, from the schema in llmkit/config/ (field docstrings).
 
     python scripts/gen_config_docs.py [--check]   # --check: exit 1 if docs/config.md is out of date
 """
@@ -81,7 +81,7 @@ def section(prefix: str, model: type[BaseModel], description: str | None) -> lis
 def render() -> str:
     top = {name: f for name, f in Config.model_fields.items() if section_of(f) is None}
     lines = ["# Config reference", "",
-             "<!-- Generated from llmkit/config.py by scripts/gen_config_docs.py; do not edit by hand. -->", "",
+             "<!-- Generated from llmkit/config/ by scripts/gen_config_docs.py; do not edit by hand. -->", "",
              "One YAML file per experiment; any key can be overridden on the command line as `key.sub=value`.",
              "", "## Top level", "", *table("", top)]
     for name, field in Config.model_fields.items():

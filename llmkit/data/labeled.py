@@ -15,13 +15,13 @@ from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
 
 if TYPE_CHECKING:
-    from llmkit.config import Config, DataSection
+    from llmkit.config import DataSection
 
 
-def read_split(cfg: Config, split: str, task_class, task: str | None = None):
+def read_split(data: DataSection, split: str, task_class, task: str | None = None):
     """(rows, path, key) of a split (`train`, `validation`, `test`), the first N rows only when configured.
     `task`: the name of a multi-task run's task, which errors then name."""
-    data, key = cfg.data, split_key(split, task)
+    key = split_key(split, task)
     path = split_file(data, split)
     if path is None:
         raise LlmkitError(f"{key}: required for this stage")

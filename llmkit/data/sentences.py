@@ -17,39 +17,38 @@ from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
 
 if TYPE_CHECKING:
-    from llmkit.config import Config
+    from llmkit.config import DataSection
 
 
-def views(cfg: Config) -> dict[str, str]:
+def views(d: DataSection) -> dict[str, str]:
     """Row column -> the data column it is tokenized from."""
-    d = cfg.data
     return {"input_ids": d.text_column, **({"pair_input_ids": d.text_pair_column} if d.text_pair_column else {}),
             **({"negative_input_ids": d.negative_column} if d.negative_column else {})}
 
 
-def sentence_texts(cfg: Config):
+def sentence_texts(data: DataSection):
     """The training file's texts, streamed (to train a tokenizer on)."""
-    return documents(cfg.data, split_file(cfg.data, "train"), split_key("train"))
+    return documents(data, split_file(data, "train"), split_key("train"))
 
 
-def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
+def sentence_rows(data: DataSection, split: str, tokenizer, required: bool = True):
     """Tokenized rows of data.<split>_file (None when it is not set and not `required`)."""
     import datasets
 
-    key, path = split_key(split), split_file(cfg.data, split)
+    key, path = split_key(split), split_file(data, split)
     if path is None:
         if required:
             raise LlmkitError(f"{key}: required for contrastive pretraining on the {split} split")
         return None
-    columns = views(cfg)
+    columns = views(data)
     if Path(path).suffix.lower() in TEXT_SUFFIXES:
         if len(columns) > 1:
             raise LlmkitError(f"{key}: {path} is plain text, but data.text_pair_column / negative_column name "
                               "columns of a pairs file (.jsonl, .csv, .tsv, .parquet)")
-        next(documents(cfg.data, path, key), None)  # a bad or empty file: one clear line, before datasets wraps it
+        next(documents(data, path, key), None)  # a bad or empty file: one clear line, before datasets wraps it
         stat = os.stat(path)
         rows = datasets.Dataset.from_generator(_rows, gen_kwargs={
-            "cfg": cfg, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
+            "data": data, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
         columns = {"input_ids": "text"}
     else:
         rows = read_file(path, key)
@@ -60,15 +59,15 @@ def sentence_rows(cfg: Config, split: str, tokenizer, required: bool = True):
         batched=True)
     if len(rows) == 0:
         raise LlmkitError(f"{key}: {path} has no rows with every text column filled ({', '.join(wanted)})")
-    rows = first_rows(rows, cfg.data.max_train_samples if split == "train" else cfg.data.max_eval_samples)
+    rows = first_rows(rows, data.max_train_samples if split == "train" else data.max_eval_samples)
 
     def tokenize(batch):
         return {view: tokenizer([str(t).strip() for t in batch[column]], truncation=True,
-                                max_length=cfg.data.max_seq_length)["input_ids"] for view, column in columns.items()}
+                                max_length=data.max_seq_length)["input_ids"] for view, column in columns.items()}
 
     return rows.map(tokenize, batched=True, remove_columns=rows.column_names,
-                    num_proc=cfg.data.preprocessing_num_workers)
+                    num_proc=data.preprocessing_num_workers)
 
 
-def _rows(cfg: Config, path: str, key: str, version):
-    yield from ({"text": text} for text in documents(cfg.data, path, key))
+def _rows(data: DataSection, path: str, key: str, version):
+    yield from ({"text": text} for text in documents(data, path, key))

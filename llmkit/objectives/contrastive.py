@@ -30,9 +30,10 @@ class Contrastive(Objective):
     @classmethod
     def training_data(cls, cfg):
         """Sentences (or pairs), one per row, read when training starts: nothing is packed."""
-        tokenizer = choose_tokenizer(cfg, lambda: sentence_texts(cfg), fingerprint_files([split_file(cfg.data, "train")]))
-        return (tokenizer, sentence_rows(cfg, "train", tokenizer),
-                sentence_rows(cfg, "validation", tokenizer, required=False))
+        data = cfg.data
+        tokenizer = choose_tokenizer(cfg, lambda: sentence_texts(data), fingerprint_files([split_file(data, "train")]))
+        return (tokenizer, sentence_rows(data, "train", tokenizer),
+                sentence_rows(data, "validation", tokenizer, required=False))
 
     @classmethod
     def preprocess(cls, cfg) -> dict:
@@ -40,7 +41,7 @@ class Contrastive(Objective):
                           "starts; there is no packed corpus to preprocess, run `llmkit pretrain`")
 
     def evaluation_data(self, split: str, task: str | None = None):
-        return sentence_rows(self.cfg, split, self.tokenizer)
+        return sentence_rows(self.cfg.data, split, self.tokenizer)
 
     def wrap(self, model):
         return ContrastiveLoss(model, self.section.pooling, self.section.temperature)

@@ -65,7 +65,7 @@ class Task(Family):
     @classmethod
     def training_rows(cls, cfg: Config, task: str | None = None):
         """(checked training rows, their file). `task`: a multi-task run's task, which messages name."""
-        rows, path, key = read_split(cfg, "train", cls, task=task)
+        rows, path, key = read_split(cfg.data, "train", cls, task=task)
         return check_rows(cfg.data, rows, cls, None, path, key), path
 
     # ------------------------------------------------------------------ with a tokenizer and labels
@@ -80,7 +80,7 @@ class Task(Family):
         raise NotImplementedError
 
     def evaluation_data(self, split: str, task: str | None = None):
-        rows, path, key = read_split(self.cfg, split, type(self), task=task)
+        rows, path, key = read_split(self.data, split, type(self), task=task)
         return self.encode(check_rows(self.data, rows, type(self), self.label2id, path, key))
 
     @classmethod

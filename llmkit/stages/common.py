@@ -123,7 +123,7 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
     write_run_info(out, stage, config_path, accelerator, train_examples=sum(len(task.train_data) for task in tasks),
                    validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
                    resumed_from=str(start.resume) if start.resume else None)
-    result = train(accelerator, cfg, model, tasks, tokenizer, out, log, start.resume)
+    result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
     save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
     if result.metrics and accelerator.is_main_process:
         write_results(out / "eval_results.json", {"split": "validation", **result.metrics})

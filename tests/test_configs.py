@@ -1,0 +1,126 @@
+"""Every shipped config runs: each trains two steps (or, for the untrained uses, evaluates and predicts),
+with its data pointed at small local files of the names and columns it reads when it names ../shared/data."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import CONFIGS, REPO, run_cli
+
+SAMPLE = REPO / "llmkit" / "sample_data"
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+QUICK = ["train.max_steps=2", "train.per_device_train_batch_size=4", "train.per_device_eval_batch_size=8",
+         "train.gradient_accumulation_steps=1", "train.logging_steps=1", "train.save_strategy=no", "train.max_time=null",
+         "data.max_eval_samples=8"]
+
+
+def _reviews() -> list[tuple[str, str]]:
+    lines = (SAMPLE / "sentiment_train.tsv").read_text().splitlines()[1:81]
+    return [tuple(line.split("\t")) for line in lines]
+
+
+def _label(cfg, text: str, sentiment: str, row: int):
+    """A label of the kind the config's task reads."""
+    task = cfg.infer.task if cfg.infer.task != "auto" else cfg.finetune.task if cfg.finetune else None
+    if task in ("regression", "embed"):
+        return 4.0 if sentiment == "positive" else 1.0 + row % 3 / 2
+    if task == "zero_shot":
+        return list(cfg.infer.labels)[sentiment == "positive"]
+    if task == "multi_label_classification":
+        return [sentiment, "short" if len(text) < 40 else "long"]
+    return sentiment
+
+
+def _write_split(cfg, path: Path) -> None:
+    """A small file in the format its suffix names, with the columns the config reads."""
+    d = cfg.data
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = _reviews()
+    if path.suffix == ".txt":
+        corpus = (SAMPLE / "corpus.txt").read_text().splitlines()[:240]
+        # Blank lines between groups of six: documents whether a document is a line or a block of lines.
+        path.write_text("\n".join(line + ("\n" if i % 6 == 5 else "") for i, line in enumerate(corpus)) + "\n")
+    elif path.suffix == ".conll":
+        words = [text.split() for text, _ in rows]
+        path.write_text("\n\n".join("\n".join(f"{w}\t{'B-thing' if w in ('food', 'room') else 'O'}" for w in ws)
+                                    for ws in words) + "\n")
+    else:
+        columns = [c for c in (d.text_column, d.text_pair_column, d.negative_column) if c]
+        table = [{**{c: text if i == 0 else rows[(n + i * 7) % len(rows)][0] for i, c in enumerate(columns)},
+                  d.label_column: _label(cfg, text, sentiment, n)} for n, (text, sentiment) in enumerate(rows)]
+        if path.suffix == ".jsonl":
+            path.write_text("".join(json.dumps(row) + "\n" for row in table))
+        else:
+            sep = "\t" if path.suffix == ".tsv" else ","
+            header = list(table[0])
+            path.write_text("\n".join(sep.join(str(row[c]) for c in header) for row in [dict(zip(header, header))]
+                                      + table) + "\n")
+
+
+def _local_data(config: Path, tmp_path: Path) -> list[str]:
+    """Overrides pointing a config at files written under tmp_path, when it reads files outside the repository
+    (../shared/data) or files the user makes first."""
+    from llmkit.config import load_config
+    from llmkit.paths import split_file
+
+    cfg = load_config(config, [f"output_dir={tmp_path / 'out'}"])
+    splits = [(task_cfg, split) for task_cfg in cfg.task_configs().values() for split in ("train", "validation", "test")
+              if getattr(task_cfg.data, f"{split}_file")]
+    local = [Path(split_file(c.data, split)).resolve() for c, split in splits]
+    if all(path.is_relative_to(REPO) and path.exists() for path in local):
+        return []
+    for task_cfg, split in splits:
+        _write_split(task_cfg, tmp_path / "data" / getattr(task_cfg.data, f"{split}_file"))
+    return [f"data.data_dir={tmp_path / 'data'}"]
+
+
+@pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_shipped_config_runs(config, tmp_path):
+    raw = yaml.safe_load(config.read_text())
+    common = [f"output_dir={tmp_path / 'out'}", *_local_data(config, tmp_path)]
+    untrained = (raw.get("infer") or {}).get("task", "auto") != "auto"
+    if untrained:
+        result = run_cli("evaluate", config, *common, "data.max_eval_samples=8")
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["num_examples"] == 8
+        result = run_cli("infer", config, *common, "--input", "-", input="the food was great .\nthe room was dirty .\n")
+        assert result.exit_code == 0, result.output
+        assert len(result.stdout.strip().splitlines()) == 2
+        return
+    stage = "pretrain" if "pretrain" in raw else "finetune"
+    result = run_cli(stage, config, *common, *QUICK)
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    lines = [json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines if "loss" in line] == [1, 2]
+    assert (tmp_path / "out" / "config.yaml").exists() and (tmp_path / "out" / "trainer_state.json").exists()
+    _loads_in_its_pipeline(config, tmp_path / "out")
+
+
+def _loads_in_its_pipeline(config: Path, out: Path) -> None:
+    """The saved model (each task's, in a multi-task run) runs in the transformers pipeline its family names."""
+    from transformers import pipeline
+
+    from llmkit.config import load_config
+    from llmkit.objectives import family_of
+
+    cfg = load_config(config, [f"output_dir={out}"])
+    for task_cfg in cfg.task_configs().values():
+        family = family_of(task_cfg)
+        mask = "" if family.pipeline_task != "fill-mask" else " [MASK]"
+        text = "the food was great ." + mask
+        if family.pipeline_task == "token-classification":
+            result = pipeline(family.pipeline_task, model=task_cfg.output_dir)(text)
+            assert isinstance(result, list)
+        elif family.pipeline_task == "text-generation":
+            result = pipeline(family.pipeline_task, model=task_cfg.output_dir)(text, max_new_tokens=3)
+            assert result[0]["generated_text"].startswith(text)
+        elif family.pipeline_task == "feature-extraction":
+            result = pipeline(family.pipeline_task, model=task_cfg.output_dir)(text)
+            assert len(result[0]) >= 5 and len(result[0][0]) > 8  # a vector per token
+        else:
+            result = pipeline(family.pipeline_task, model=task_cfg.output_dir)(text)
+            assert result and all("score" in r for r in result), result
