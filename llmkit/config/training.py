@@ -281,6 +281,19 @@ class TrainSection(Section):
     greater_is_better: bool | None = None
     """Whether a higher metric_for_best_model is better. Default: false for losses and perplexity, else true."""
 
+    load_best_model_at_end: bool = False
+    """Make the final model in output_dir the best checkpoint's (by metric_for_best_model), and its
+    eval_results.json that checkpoint's evaluation. Needs save_strategy equal to eval_strategy (and, for
+    `steps`, save_steps equal to eval_steps), so that every evaluated step has a checkpoint."""
+
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop after this many evaluations in a row without metric_for_best_model improving on its best by
+    more than early_stopping_threshold; the run then evaluates and saves as a finished one
+    (trainer_state.json: `stopped_by: early_stopping`). Off when unset."""
+
+    early_stopping_threshold: float = Field(0.0, ge=0)
+    """How much metric_for_best_model must improve on its best to count as an improvement."""
+
     on_nonfinite_loss: Literal["stop", "skip"] = "stop"
     """A NaN/inf loss or gradient: `stop` the run (exit code 3, weights never updated with it) or `skip`
     that step's update and go on."""
@@ -297,6 +310,20 @@ class TrainSection(Section):
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError("max_steps must be a positive number of steps, or -1 to use num_train_epochs")
         self.max_seconds  # noqa: B018 - fails on a malformed max_time
+        return self
+
+    @model_validator(mode="after")
+    def _best_model(self) -> TrainSection:
+        evaluates = self.eval_strategy != "no"
+        if self.early_stopping_patience is not None and not evaluates:
+            raise ValueError("early_stopping_patience counts evaluations: set eval_strategy to steps or epoch")
+        if self.load_best_model_at_end:
+            if not evaluates or self.save_strategy != self.eval_strategy:
+                raise ValueError("load_best_model_at_end needs save_strategy equal to eval_strategy (both steps or "
+                                 f"both epoch; they are {self.save_strategy} and {self.eval_strategy})")
+            if self.save_strategy == "steps" and self.save_steps != self.eval_steps:
+                raise ValueError(f"load_best_model_at_end needs save_steps ({self.save_steps}) equal to eval_steps "
+                                 f"({self.eval_steps}): every evaluated step then has a checkpoint to load")
         return self
 
     @property
