@@ -57,6 +57,29 @@ def _save_model(accelerator, model, tokenizer, folder: Path) -> None:
         unwrapped.save_extras(folder)
 
 
+def load_weights(accelerator, model, folder: Path) -> None:
+    """Put the weights saved in a checkpoint folder back into the (prepared) training model, in place: the
+    inverse of _save_model. Tied weights are saved once and come back through the parameter they share."""
+    from peft import set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    unwrapped = accelerator.unwrap_model(model)
+    targets = unwrapped.hf_models() if hasattr(unwrapped, "hf_models") else {"": ("", unwrapped)}
+    for sub, (_, hf_model) in targets.items():
+        saved = folder / sub if sub else folder
+        if hasattr(hf_model, "peft_config"):
+            set_peft_model_state_dict(hf_model, load_file(saved / "adapter_model.safetensors"))
+            continue
+        weights = load_file(saved / "model.safetensors")
+        missing, unexpected = hf_model.load_state_dict(weights, strict=False)
+        state = hf_model.state_dict()
+        loaded = {state[name].data_ptr() for name in weights if name in state}
+        untied = sorted(name for name in missing if state[name].data_ptr() not in loaded)
+        if unexpected or untied:
+            raise LlmkitError(f"train.load_best_model_at_end: {saved} does not hold this model's weights "
+                              f"(missing {untied[:3]}, unexpected {sorted(unexpected)[:3]})")
+
+
 def _save_pretrained(model, state_dict: dict, tokenizer, folder: Path) -> None:
     model.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
     if hasattr(model, "peft_config"):  # an adapter: keep the adapted model's config (labels, head) beside it

@@ -44,18 +44,18 @@ def write_run_info(output_dir: Path, stage: str, config_path: str, accelerator, 
         "mixed_precision": accelerator.mixed_precision,
         "host": platform.node(),
         "python": platform.python_version(),
-        "versions": _versions(),
+        "versions": package_versions(),
         "git_commit": _git_commit(Path(config_path).resolve().parent),
         **extra,
     }
     (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _versions() -> dict:
+def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     out = {}
-    for name in ("llmkit", "torch", "transformers", "accelerate", "datasets", "tokenizers"):
+    for name in ("llmkit", "torch", "transformers", "accelerate", "datasets", "tokenizers", "peft"):
         try:
             out[name] = version(name)
         except PackageNotFoundError:

@@ -7,11 +7,11 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from llmkit.checkpoint import load_checkpoint, restore_rng, save_checkpoint
+from llmkit.checkpoint import load_checkpoint, load_weights, restore_rng, save_checkpoint
 from llmkit.config import TrainSection
 from llmkit.data.batching import StepPlan, example_lengths, steps_per_epoch
 from llmkit.errors import InterruptedRun, LlmkitError, NonFiniteLossError
@@ -19,6 +19,7 @@ from llmkit.evaluation import evaluate_tasks
 from llmkit.multitask import TaskForward
 from llmkit.paths import split_key
 from llmkit.runlog import RunLog, banner
+from llmkit.train_state import Clock, Schedule, StepResult, TrainResult, TrainState, record_evaluation
 
 
 @dataclass
@@ -47,60 +48,6 @@ def build_optimizer(model, train: TrainSection):
         kwargs["fused"] = True  # one kernel per step instead of a chain of element-wise ops
     cls = torch.optim.AdamW if train.optim.startswith("adamw") else torch.optim.Adam
     return cls(groups, **kwargs)
-
-
-@dataclass
-class TrainState:
-    """Where a run is and what it has seen: trainer_state.json in every checkpoint and beside the final model."""
-
-    global_step: int = 0
-    total_steps: int = 0
-    num_processes: int = 1
-    seed: int = 0
-    window: dict = field(default_factory=lambda: {"loss": 0.0, "steps": 0, "tokens": 0})  # the next log line's sums
-    best_metric: float | None = None
-    best_step: int | None = None
-    best_checkpoint: str | None = None
-    last_eval: dict = field(default_factory=dict)
-    skipped_steps: int = 0
-    finished: bool = False
-    train_seconds: float = 0.0  # in the loop, resumed runs' time included
-    stopped_by: str | None = None
-
-    @classmethod
-    def from_dict(cls, saved: dict) -> TrainState:
-        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
-
-
-@dataclass
-class Schedule:
-    task_epochs: list[int]  # optimizer steps per epoch of each task
-    total_steps: int
-    warmup: int
-
-    @property
-    def per_epoch(self) -> int:
-        return sum(self.task_epochs)
-
-
-@dataclass
-class StepResult:
-    loss: float  # the global batch's mean loss
-    grad_norm: float | None
-    tokens: int  # input tokens of every process's micro-batches
-    stop_requested: bool  # on any process (SIGINT / SIGTERM)
-    out_of_time: bool  # any process's clock passed train.max_time: all stop at the same step
-
-    @property
-    def finite(self) -> bool:
-        return math.isfinite(self.loss) and (self.grad_norm is None or math.isfinite(self.grad_norm))
-
-
-@dataclass
-class TrainResult:
-    model: Any
-    metrics: dict  # the last evaluation
-    state: TrainState
 
 
 def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tokenizer, output_dir: Path,
@@ -138,8 +85,8 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
 
     progress = _Progress(schedule.total_steps, state.global_step, accelerator.is_main_process)
     has_eval = any(task.eval_data is not None for task in tasks)
-    first_step, last_metrics = state.global_step, {}
-    clock = _Clock(state.train_seconds)
+    first_step, last_metrics, best_metrics = state.global_step, {}, {}
+    clock = Clock(state.train_seconds)
     window_start = time.perf_counter()
     fast_dropout = accelerator.device.type == "cpu" and t.fast_dropout
     model.train()
@@ -181,6 +128,8 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
             evaluated = has_eval and (last or _due(t.eval_strategy, t.eval_steps, step, schedule))
             if evaluated:
                 last_metrics = _evaluate(accelerator, model, tasks, t, state, log, step + 1, schedule.per_epoch)
+                best_metrics = last_metrics if state.best_step == step + 1 else best_metrics
+                last = last or _out_of_patience(t, state, log, step + 1)
             saved = save(step + 1) if not last and _due(t.save_strategy, t.save_steps, step, schedule) else None
             if result.stop_requested and not last:
                 saved = saved or save(step + 1)
@@ -193,11 +142,26 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
                 break
     progress.close()
     state.finished = True
+    if t.load_best_model_at_end and state.best_step not in (None, state.global_step):
+        load_weights(accelerator, model, output_dir / state.best_checkpoint)
+        log.print(f"train.load_best_model_at_end: the final model is {state.best_checkpoint}'s "
+                  f"({t.metric_for_best_model or 'loss'} {state.best_metric:.4g})")
+        return TrainResult(model, best_metrics or state.best_eval, state)
     return TrainResult(model, last_metrics or state.last_eval, state)
 
 
+def _out_of_patience(t: TrainSection, state: TrainState, log: RunLog, step: int) -> bool:
+    """Early stopping: train.early_stopping_patience evaluations in a row without an improvement."""
+    if not t.early_stopping_patience or state.stale_evaluations < t.early_stopping_patience:
+        return False
+    state.stopped_by = "early_stopping"
+    log.print(f"early stopping at step {step}: {t.metric_for_best_model or 'loss'} has not improved for "
+              f"{state.stale_evaluations} evaluations (best {state.best_metric:.4g} at step {state.best_step})")
+    return True
+
+
 def _step(accelerator, model, task: Task, micro_ids: list[list[int]], task_epoch: int, t: TrainSection,
-          stop_requested: bool, clock: _Clock) -> StepResult:
+          stop_requested: bool, clock: Clock) -> StepResult:
     """One optimizer step's forward and backward passes, and the clipped gradient norm (the update is the
     caller's). Each micro-batch's summed loss is divided by the global count of predicted items."""
     import torch
@@ -295,26 +259,8 @@ def _evaluate(accelerator, model, tasks: list[Task], t: TrainSection, state: Tra
     metrics = evaluate_tasks(accelerator, model, tasks, t.per_device_eval_batch_size)
     log.metrics({"step": step, "epoch": round(step / per_epoch, 4), **{f"eval_{k}": v for k, v in metrics.items()}})
     log.print(f"step {step}: eval " + ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float)))
-    state.last_eval = {k: v for k, v in metrics.items() if isinstance(v, (int, float))}
-    name, greater = _best_metric(t)
-    value = metrics.get(name)
-    if value is None:
-        raise LlmkitError(f"train.metric_for_best_model: {t.metric_for_best_model!r} is not an evaluation "
-                          f"metric here; there are {sorted(state.last_eval)}")
-    if state.best_metric is None or (value > state.best_metric if greater else value < state.best_metric):
-        state.best_metric, state.best_step = value, step
+    record_evaluation(state, t, metrics, step)
     return metrics
-
-
-class _Clock:
-    """Seconds in the training loop, counting on from `before` (the resumed runs' time)."""
-
-    def __init__(self, before: float):
-        self.started = time.perf_counter() - before
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
 
 
 def _example_counts(tasks: list[Task], schedule) -> dict[str, str]:
@@ -327,13 +273,6 @@ def _example_counts(tasks: list[Task], schedule) -> dict[str, str]:
         else:
             lines[f"examples ({task.name})"] = f"{line}, {(schedule == k).mean():.0%} of the steps"
     return lines
-
-
-def _best_metric(t: TrainSection) -> tuple[str, bool]:
-    name = (t.metric_for_best_model or "loss").removeprefix("eval_")
-    greater = t.greater_is_better if t.greater_is_better is not None else not (
-        name.endswith("loss") or name.endswith("perplexity"))
-    return name, greater
 
 
 def _truncate_log(log: RunLog, step: int) -> None:

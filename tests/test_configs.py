@@ -108,8 +108,11 @@ def _loads_in_its_pipeline(config: Path, out: Path) -> None:
     from llmkit.objectives import family_of
 
     cfg = load_config(config, [f"output_dir={out}"])
-    for task_cfg in cfg.task_configs().values():
+    results = json.loads((out / "eval_results.json").read_text()) if (out / "eval_results.json").exists() else {}
+    for name, task_cfg in cfg.task_configs().items():
         family = family_of(task_cfg)
+        _check_card(Path(task_cfg.output_dir), family, {k.removeprefix(f"{name}_"): v for k, v in results.items()
+                                                        if name is None or k.startswith(f"{name}_")})
         mask = "" if family.pipeline_task != "fill-mask" else " [MASK]"
         text = "the food was great ." + mask
         if family.pipeline_task == "token-classification":
@@ -124,3 +127,22 @@ def _loads_in_its_pipeline(config: Path, out: Path) -> None:
         else:
             result = pipeline(family.pipeline_task, model=task_cfg.output_dir)(text)
             assert result and all("score" in r for r in result), result
+
+
+def _check_card(folder: Path, family, results: dict) -> None:
+    """The model card parses, names the family's pipeline, holds eval_results.json's scores, and its usage
+    snippet runs as it is."""
+    import contextlib
+    import io
+    import re
+
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(folder / "README.md")
+    assert card.data.pipeline_tag == family.pipeline_task and card.data.library_name == "transformers"
+    scores = {r.metric_type: r.metric_value for r in card.data.eval_results or []}
+    assert scores == {k: v for k, v in results.items() if isinstance(v, (int, float)) and k != "num_examples"}
+    snippet = re.search(r"```python\n(.*?)```", card.text, re.S).group(1)
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        exec(snippet, {})
+    assert printed.getvalue().strip()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import yaml
 
+from llmkit.card import write_card
 from llmkit.checkpoint import checkpoints, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
 from llmkit.console import say
@@ -125,10 +126,40 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
                    resumed_from=str(start.resume) if start.resume else None)
     result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
     save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
-    if result.metrics and accelerator.is_main_process:
-        write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
-    log.print(f"{stage} done: model and tokenizer in {out}/, metrics in {out}/metrics.jsonl")
+    if accelerator.is_main_process:
+        if result.metrics:
+            write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
+        cards = write_cards(cfg, stage, tasks, result.metrics)
+        log.print(summary(stage, out, result.state, result.metrics, cards))
     return result.metrics
+
+
+def write_cards(cfg: Config, stage: str, tasks: list, metrics: dict) -> list[Path]:
+    """A model card in each trained model's folder (one per task in a multi-task run)."""
+    configs, cards = cfg.task_configs(), []
+    for task in tasks:
+        results = metrics if task.name is None else {k.removeprefix(f"{task.name}_"): v for k, v in metrics.items()
+                                                     if k.startswith(f"{task.name}_")}
+        examples = {"train": len(task.train_data), "validation": len(task.eval_data) if task.eval_data else 0}
+        task_cfg = configs[task.name]
+        cards.append(write_card(Path(task_cfg.output_dir), task_cfg, type(task.objective), stage, results, examples,
+                                Path(cfg.output_dir) / "metrics.jsonl", task.objective.tokenizer.mask_token))
+    return cards
+
+
+def summary(stage: str, out: Path, state, metrics: dict, cards: list[Path]) -> str:
+    """The lines a finished run ends with: why it stopped, its final (or best) metrics, where everything is."""
+    how = {None: "", "max_time": ", stopped by train.max_time", "early_stopping": ", stopped early"}[state.stopped_by]
+    scalars = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if isinstance(v, float))
+    lines = [f"{stage} done: {state.global_step:,} steps in {state.train_seconds:.1f} s{how}"]
+    if scalars:
+        lines.append(f"  final model's evaluation: {scalars}")
+    if state.best_step is not None:
+        lines.append(f"  best {state.best_metric:.4g} at step {state.best_step}"
+                     + (f" ({state.best_checkpoint})" if state.best_checkpoint else ""))
+    lines += [f"  model and tokenizer in {out}/", f"  model card: {', '.join(map(str, cards))}",
+              f"  metrics in {out}/metrics.jsonl" + (f", results in {out}/eval_results.json" if metrics else "")]
+    return "\n".join(lines)
 
 
 def report_finished(start: RunStart) -> dict:

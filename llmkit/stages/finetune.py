@@ -17,7 +17,7 @@ from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import apply_method, build_model, load_trained
 from llmkit.multitask import share_encoder
 from llmkit.objectives import TASKS
-from llmkit.stages.common import begin_training, report_finished, run_training
+from llmkit.stages.common import begin_training, report_finished, run_training, write_cards
 from llmkit.trainer import Task
 
 ADAPTER_METHODS = ("lora", "prompt")
@@ -51,7 +51,8 @@ def run(cfg: Config, config_path: str) -> dict:
     model = models[None] if None in models else share_encoder(models)
     metrics = run_training(cfg, config_path, "finetune", accelerator, model, tasks, tokenizer, start)
     if cfg.finetune.merge_adapter and accelerator.is_main_process:
-        _save_merged(Path(cfg.output_dir), classes[None], tokenizer)
+        merged = _save_merged(Path(cfg.output_dir), classes[None], tokenizer)
+        write_cards(cfg.model_copy(update={"output_dir": str(merged)}), "finetune", tasks, metrics)
     return metrics
 
 
@@ -62,7 +63,7 @@ def _task(cfg: Config, name: str | None, task_class, rows, tokenizer, proportion
     return Task(family, family.encode(rows), eval_data, name, proportion)
 
 
-def _save_merged(out: Path, task_class, tokenizer) -> None:
+def _save_merged(out: Path, task_class, tokenizer) -> Path:
     """The LoRA adapter folded into the base weights: a plain transformers model at output_dir/merged."""
     import os
     import shutil
@@ -75,6 +76,7 @@ def _save_merged(out: Path, task_class, tokenizer) -> None:
     shutil.rmtree(out / "merged", ignore_errors=True)
     os.replace(staging, out / "merged")
     say(f"merged model (loads without peft) in {out / 'merged'}/")
+    return out / "merged"
 
 
 def _words(sources):
