@@ -109,6 +109,20 @@ def infer(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
     _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k, task))
 
 
+@app.command()
+def report(output_dir: Path = typer.Argument(..., help="A run folder (llmkit's output_dir).", show_default=False),
+           debug: bool = DEBUG):
+    """Write (again) a run's report: output_dir/report.md with plots under output_dir/plots/."""
+    from llmkit.report import write_report
+
+    _quiet_libraries(debug)
+    try:
+        typer.echo(f"report: {write_report(output_dir)}")
+    except LlmkitError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+
+
 def main() -> None:
     app(prog_name="llmkit")
 

@@ -98,6 +98,23 @@ def test_every_shipped_config_runs(config, tmp_path):
     assert [line["step"] for line in lines if "loss" in line] == [1, 2]
     assert (tmp_path / "out" / "config.yaml").exists() and (tmp_path / "out" / "trainer_state.json").exists()
     _loads_in_its_pipeline(config, tmp_path / "out")
+    _check_report(tmp_path / "out", (raw.get("finetune") or {}).get("task"))
+
+
+PLOTS = {None: {"training"}, "sequence_classification": {"confusion_matrix", "per_class"},
+         "multi_label_classification": {"per_class"}, "token_classification": {"per_class"}}
+
+
+def _check_report(out: Path, task: str | None) -> None:
+    """report.md shows the plots its task allows, each a PNG that is there."""
+    import re
+
+    text = (out / "report.md").read_text()
+    shown = re.findall(r"!\[[^]]*\]\((plots/[a-z_]+\.png)\)", text)
+    assert all((out / path).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for path in shown)
+    evaluated = {"evaluation"} if (out / "eval_results.json").exists() else set()
+    assert {Path(path).stem for path in shown} == PLOTS[None] | evaluated | PLOTS.get(task, set())
+    assert "| steps | 2 of 2 |" in text
 
 
 def _loads_in_its_pipeline(config: Path, out: Path) -> None:

@@ -120,6 +120,7 @@ def test_a_signal_saves_a_checkpoint_and_exits_130(sig, baselines, tmp_path):
     stopped = json.loads(max(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
                          .joinpath("trainer_state.json").read_text())["global_step"]
     assert 22 < stopped < 60 and not (out / "model.safetensors").exists()
+    assert f"| steps | {stopped} of 60 |" in (out / "report.md").read_text()  # the report, up to the checkpoint
     finish(llmkit("pretrain", out, "train.resume_from_checkpoint=latest"))
     assert_same_run(out, baselines / "pretrain")
 

@@ -13,9 +13,10 @@ from llmkit.card import write_card
 from llmkit.checkpoint import checkpoints, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
 from llmkit.console import say
-from llmkit.errors import LlmkitError
+from llmkit.errors import InterruptedRun, LlmkitError
 from llmkit.modeling import has_model, require_model
 from llmkit.objectives import family_of
+from llmkit.report import write_report
 from llmkit.runlog import RunLog, write_run_info
 
 
@@ -124,13 +125,18 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
     write_run_info(out, stage, config_path, accelerator, train_examples=sum(len(task.train_data) for task in tasks),
                    validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
                    resumed_from=str(start.resume) if start.resume else None)
-    result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
+    try:
+        result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
+    except InterruptedRun:
+        if accelerator.is_main_process:
+            write_report(out)  # what the run did up to its last checkpoint
+        raise
     save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
     if accelerator.is_main_process:
         if result.metrics:
             write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
         cards = write_cards(cfg, stage, tasks, result.metrics)
-        log.print(summary(stage, out, result.state, result.metrics, cards))
+        log.print(summary(stage, out, result.state, result.metrics, [*cards, write_report(out)]))
     return result.metrics
 
 
@@ -157,7 +163,7 @@ def summary(stage: str, out: Path, state, metrics: dict, cards: list[Path]) -> s
     if state.best_step is not None:
         lines.append(f"  best {state.best_metric:.4g} at step {state.best_step}"
                      + (f" ({state.best_checkpoint})" if state.best_checkpoint else ""))
-    lines += [f"  model and tokenizer in {out}/", f"  model card: {', '.join(map(str, cards))}",
+    lines += [f"  model and tokenizer in {out}/", f"  model card and report: {', '.join(map(str, cards))}",
               f"  metrics in {out}/metrics.jsonl" + (f", results in {out}/eval_results.json" if metrics else "")]
     return "\n".join(lines)
 
