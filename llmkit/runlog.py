@@ -14,8 +14,10 @@ from llmkit.console import say
 
 
 class RunLog:
-    def __init__(self, output_dir: Path, is_main: bool):
-        self.output_dir, self.is_main = Path(output_dir), is_main
+    """metrics.jsonl, and the trackers' copy of each record (`also`)."""
+
+    def __init__(self, output_dir: Path, is_main: bool, also=None):
+        self.output_dir, self.is_main, self.also = Path(output_dir), is_main, also
         self.path = self.output_dir / "metrics.jsonl"
 
     def print(self, text: str) -> None:
@@ -28,6 +30,8 @@ class RunLog:
         flat = {k: v for k, v in record.items() if isinstance(v, (int, float, str)) or v is None}
         with self.path.open("a") as f:
             f.write(json.dumps(flat) + "\n")
+        if self.also is not None:
+            self.also(flat)
 
 
 def write_run_info(output_dir: Path, stage: str, config_path: str, accelerator, **extra) -> None:

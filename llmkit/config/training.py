@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from llmkit.config.sections import DataSection, Section, Strategy, no_as_string
 from llmkit.objectives import OBJECTIVES, TASKS
@@ -179,6 +179,13 @@ class FinetuneSection(Section):
         return self
 
 
+def _tracker_list(value):
+    """`none` (or nothing) is no tracker; one name is a list of one."""
+    if value is None or value == "none" or value == ["none"]:
+        return []
+    return [value] if isinstance(value, str) else value
+
+
 class TrainSection(Section):
     per_device_train_batch_size: int = Field(8, ge=1)
     """Examples per process per micro-batch."""
@@ -294,6 +301,12 @@ class TrainSection(Section):
     early_stopping_threshold: float = Field(0.0, ge=0)
     """How much metric_for_best_model must improve on its best to count as an improvement."""
 
+    report_to: Annotated[list[Literal["tensorboard", "mlflow", "wandb"]], BeforeValidator(_tracker_list)] = []
+    """Experiment trackers that get the config and every metrics.jsonl record (TrainingArguments' name):
+    a list of `tensorboard` (event files in output_dir/runs/), `mlflow` (sqlite:///output_dir/mlflow.db
+    unless MLFLOW_TRACKING_URI is set) and `wandb` (offline unless logged in), or `none`. Each is an
+    optional extra: `pip install 'llmkit[tensorboard]'`. A resumed run continues the same tracker run."""
+
     on_nonfinite_loss: Literal["stop", "skip"] = "stop"
     """A NaN/inf loss or gradient: `stop` the run (exit code 3, weights never updated with it) or `skip`
     that step's update and go on."""
@@ -311,6 +324,17 @@ class TrainSection(Section):
             raise ValueError("max_steps must be a positive number of steps, or -1 to use num_train_epochs")
         self.max_seconds  # noqa: B018 - fails on a malformed max_time
         return self
+
+    @field_validator("report_to")
+    @classmethod
+    def _trackers(cls, names: list[str]) -> list[str]:
+        from llmkit.trackers import missing_trackers
+
+        absent = missing_trackers(names)
+        if absent:
+            raise ValueError(f"{', '.join(absent)} is not installed: pip install "
+                             + " ".join(f"'llmkit[{name}]'" for name in absent))
+        return names
 
     @model_validator(mode="after")
     def _best_model(self) -> TrainSection:

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from llmkit.card import write_card
-from llmkit.checkpoint import checkpoints, find_checkpoint, finished_state, save_final
+from llmkit.checkpoint import STATE_FILE, checkpoints, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
 from llmkit.console import say
 from llmkit.errors import InterruptedRun, LlmkitError
@@ -18,9 +18,10 @@ from llmkit.modeling import has_model, require_model
 from llmkit.objectives import family_of
 from llmkit.report import write_report
 from llmkit.runlog import RunLog, write_run_info
+from llmkit.trackers import Trackers
 
 
-def make_accelerator(cfg: Config):
+def make_accelerator(cfg: Config, trackers_dir: Path | None = None):
     """GPU when there is one; otherwise the CPU with `cpu=True`, which is what makes several
     processes under torchrun real DDP over gloo (a plain Accelerator() leaves each rank alone)."""
     import torch
@@ -38,7 +39,12 @@ def make_accelerator(cfg: Config):
         # Parameters without a gradient in a step, which DDP must be told to expect: a multi-task step trains
         # one task (the other heads idle); the family may leave some idle too (see its unused_parameters).
         handlers.append(DistributedDataParallelKwargs(find_unused_parameters=True))
-    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers)
+    tracking = {}
+    if trackers_dir is not None and cfg.train.report_to:
+        from llmkit.trackers import project_configuration
+
+        tracking = {"log_with": cfg.train.report_to, "project_config": project_configuration(trackers_dir)}
+    return Accelerator(cpu=cpu, mixed_precision=cfg.train.mixed_precision, kwargs_handlers=handlers, **tracking)
 
 
 def begin_training(cfg: Config):
@@ -51,7 +57,7 @@ def begin_training(cfg: Config):
     start = plan_run(cfg)
     if start.finished is not None:
         return start, None
-    accelerator = make_accelerator(cfg)
+    accelerator = make_accelerator(cfg, trackers_dir=start.out)
     if accelerator.device.type == "cpu":
         keep_freed_memory()  # glibc keeps freed blocks for the next step instead of unmapping them
     return start, accelerator
@@ -112,12 +118,24 @@ def _check_writable(out: Path, accelerator) -> None:
 
 def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, tasks: list, tokenizer,
                  start: RunStart) -> dict:
-    """Claim output_dir, write the resolved config and run info, train, save the final model."""
-    from llmkit.trainer import train
-
+    """Claim output_dir, start the trackers, then train and save (_train_and_save)."""
     claim_output_dir(start, accelerator)
     out = start.out
-    log = RunLog(out, accelerator.is_main_process)
+    resumed_step = json.loads((start.resume / STATE_FILE).read_text())["global_step"] if start.resume else None
+    trackers = Trackers(accelerator, cfg.train.report_to, out, cfg.model_dump(mode="json"), resumed_step)
+    log = RunLog(out, accelerator.is_main_process, trackers.log)
+    try:
+        return _train_and_save(cfg, config_path, stage, accelerator, model, tasks, tokenizer, start, log)
+    finally:
+        trackers.end()  # a crash or Ctrl-C ends the tracker runs too
+
+
+def _train_and_save(cfg: Config, config_path: str, stage: str, accelerator, model, tasks: list, tokenizer,
+                    start: RunStart, log: RunLog) -> dict:
+    """Write the resolved config and run info, train, save the final model, its results, card and report."""
+    from llmkit.trainer import train
+
+    out = start.out
     if accelerator.is_main_process:
         if start.resume is not None:
             _warn_changed_settings(cfg, out / "config.yaml", log)
