@@ -6,6 +6,7 @@
     evaluation.png         each evaluation metric against the step
     confusion_matrix.png   single-label classification: gold (rows) against predicted (columns)
     per_class.png          classification, multi-label, NER: precision / recall / F1 per class or entity type
+    predictions.png        regression: predicted against gold, per example
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def write_report(out: Path) -> Path:
     state = _read(out / "trainer_state.json") or _latest_checkpoint_state(out)
     (out / PLOTS).mkdir(exist_ok=True)
     plots = [plot for plot in (_training(records, out), _evaluation(records, out), _confusion(results, out),
-                               _per_class(results, out)) if plot]
+                               _per_class(results, out), _scatter(results, out)) if plot]
     lines = [f"# Run report: {out.name}", "", *_facts(out, records, state), "", *_metrics(results, state), ""]
     for title, path in plots:
         lines += [f"## {title}", "", f"![{title}]({path.relative_to(out)})", ""]
@@ -158,6 +159,23 @@ def _per_class(results: dict, out: Path):
     ax.legend(loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     return _save(figure, "Per class", out / PLOTS / "per_class.png")
+
+
+def _scatter(results: dict, out: Path):
+    import matplotlib.pyplot as plt
+
+    pairs = results.get("predictions")
+    if not pairs or not pairs.get("gold"):
+        return None
+    gold, predicted = pairs["gold"], pairs["predicted"]
+    figure, ax = plt.subplots(figsize=(5.5, 5), constrained_layout=True)
+    ax.scatter(gold, predicted, s=8, alpha=0.5)
+    low, high = min(min(gold), min(predicted)), max(max(gold), max(predicted))
+    ax.plot([low, high], [low, high], color="grey", linewidth=1, label="predicted = gold")
+    ax.set(xlabel="gold", ylabel="predicted", title=f"Predicted against gold (validation, {len(gold):,} examples)")
+    ax.legend(loc="upper left")
+    ax.grid(alpha=0.3)
+    return _save(figure, "Predicted against gold", out / PLOTS / "predictions.png")
 
 
 def _save(figure, title: str, path: Path):

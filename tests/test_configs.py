@@ -102,7 +102,7 @@ def test_every_shipped_config_runs(config, tmp_path):
 
 
 PLOTS = {None: {"training"}, "sequence_classification": {"confusion_matrix", "per_class"},
-         "multi_label_classification": {"per_class"}, "token_classification": {"per_class"}}
+         "multi_label_classification": {"per_class"}, "token_classification": {"per_class"}, "regression": {"predictions"}}
 
 
 def _check_report(out: Path, task: str | None) -> None:
@@ -128,8 +128,11 @@ def _loads_in_its_pipeline(config: Path, out: Path) -> None:
     results = json.loads((out / "eval_results.json").read_text()) if (out / "eval_results.json").exists() else {}
     for name, task_cfg in cfg.task_configs().items():
         family = family_of(task_cfg)
-        _check_card(Path(task_cfg.output_dir), family, {k.removeprefix(f"{name}_"): v for k, v in results.items()
-                                                        if name is None or k.startswith(f"{name}_")})
+        own = {k.removeprefix(f"{name}_"): v for k, v in results.items() if name is None or k.startswith(f"{name}_")}
+        if own:  # the metrics a family says it has are the ones it reports (the config check reads them)
+            assert {k for k, v in own.items() if isinstance(v, float)} == set(family.metric_names) - {
+                "num_predicted_tokens"}, family
+        _check_card(Path(task_cfg.output_dir), family, own)
         mask = "" if family.pipeline_task != "fill-mask" else " [MASK]"
         text = "the food was great ." + mask
         if family.pipeline_task == "token-classification":

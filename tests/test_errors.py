@@ -118,6 +118,9 @@ CATALOGUE = {
                                      "model.name_or_path: {tmp}/model/model.safetensors.index.json names "
                                      "model-00002-of-00002.safetensors, which is not in {tmp}/model; re-copy or "
                                      "re-download it", []),
+    "mistyped metric": ("finetune", lambda t: FINETUNE, ["train.metric_for_best_model=acuracy"],
+                        "train.metric_for_best_model: 'acuracy' is not a metric of this run (did you mean accuracy?)",
+                        []),
     "model folder missing": ("finetune", lambda t: FINETUNE, ["model.name_or_path={tmp}/nowhere"],
                              "model folder not found", []),
     "sequence longer than positions": ("finetune", lambda t: FINETUNE, ["data.max_seq_length=128"],

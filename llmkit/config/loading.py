@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -113,6 +114,8 @@ def _describe(err: dict, overridden: set[str]) -> str:
     msg = err["msg"].removeprefix("Value error, ")
     if "input" in err and err["type"] != "value_error" and not isinstance(err["input"], dict):
         msg += f" (got {err['input']!r})"
+    if not key and re.match(r"[a-z_]+\.[a-z_]+: ", msg):  # a whole-config check that names its key itself
+        return f"{msg}{origin}"
     return f"{key or 'config'}: {msg}{origin}"
 
 

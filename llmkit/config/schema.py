@@ -56,6 +56,25 @@ class Config(Section):
             raise ValueError("give model.name_or_path or model.config, not both")
         return self
 
+    @model_validator(mode="after")
+    def _metric_for_best_model(self) -> Config:
+        """A metric the run's evaluation reports, checked now rather than at the first evaluation."""
+        import difflib
+
+        from llmkit.objectives import family_of
+
+        name = self.train.metric_for_best_model
+        if name is None or (self.pretrain is None and self.finetune is None) or self.infer.task != "auto":
+            return self
+        known = list(dict.fromkeys(["loss", *(f"{task}_{metric}" if task else metric
+                                              for task, task_cfg in self.task_configs().items()
+                                              for metric in family_of(task_cfg).metric_names)]))
+        if name.removeprefix("eval_") not in known:
+            hint = difflib.get_close_matches(name.removeprefix("eval_"), known, n=1)
+            raise ValueError(f"train.metric_for_best_model: {name!r} is not a metric of this run"
+                             + (f" (did you mean {hint[0]}?)" if hint else "") + f"; its metrics: {', '.join(known)}")
+        return self
+
     @property
     def kind(self) -> Literal["pretrain", "finetune"]:
         return "finetune" if self.finetune is not None else "pretrain"

@@ -63,6 +63,7 @@ class Family:
     predict_kind: ClassVar[ModelKind | None] = None  # the model `infer` loads when not model_kind
     pipeline_task: ClassVar[str]
     unused_parameters: ClassVar[bool] = False  # DDP must expect parameters that get no gradient in a step
+    metric_names: ClassVar[tuple[str, ...]] = ("loss",)  # the scalars its evaluation reports (num_examples aside)
 
     cfg: Config
     tokenizer: Any

@@ -15,6 +15,7 @@ class CausalLM(Objective):
 
     model_kind = CAUSAL_LM
     pipeline_task = "text-generation"
+    metric_names = ("loss", "perplexity", "num_predicted_tokens")
     causal = True
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:

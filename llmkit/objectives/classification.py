@@ -26,6 +26,8 @@ class SequenceClassification(Task):
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
     problem_type = "single_label_classification"
+    metric_names = ("loss", "accuracy", "precision", "recall", "f1", "precision_micro", "recall_micro", "f1_micro",
+                    "mcc")
 
     def targets(self, values: list) -> list:
         """The label column's values as the `labels` the loss reads."""
@@ -87,6 +89,8 @@ class Regression(SequenceClassification):
     """One number per text (or pair), e.g. STS-B similarity: mean squared error."""
 
     problem_type = "regression"
+    metric_names = ("loss", "pearson", "spearman", "mse")
+    PLOTTED = 5000  # examples whose (gold, predicted) pair goes into the results, for the report's scatter
 
     @classmethod
     def label_vocabulary(cls, data, rows) -> dict[int, str]:
@@ -115,7 +119,8 @@ class Regression(SequenceClassification):
         from llmkit.metrics import regression_metrics
 
         predictions, labels = zip(*outputs) if outputs else ((), ())
-        return {"loss": mean_loss(loss_sum, count), **regression_metrics(labels, predictions)}
+        return {"loss": mean_loss(loss_sum, count), **regression_metrics(labels, predictions),
+                "predictions": {"gold": list(labels[:self.PLOTTED]), "predicted": list(predictions[:self.PLOTTED])}}
 
     def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
         return [{"score": score} for score in logits[:, 0].tolist()]
@@ -126,6 +131,7 @@ class MultiLabelClassification(SequenceClassification):
     per label (binary cross-entropy), finetune.threshold decides."""
 
     problem_type = "multi_label_classification"
+    metric_names = ("loss", "accuracy", "precision", "recall", "f1", "precision_micro", "recall_micro", "f1_micro")
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         super().__init__(cfg, tokenizer, id2label)

@@ -33,6 +33,7 @@ class MaskedLM(Objective):
 
     model_kind = MASKED_LM
     pipeline_task = "fill-mask"
+    metric_names = ("loss", "perplexity", "num_predicted_tokens")  # and pseudo_perplexity when thorough
 
     def __init__(self, cfg, tokenizer, thorough: bool = False):
         if tokenizer.mask_token_id is None:

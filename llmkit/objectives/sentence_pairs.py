@@ -55,10 +55,12 @@ class SentencePairs(MaskedLM):
 
 class NextSentencePrediction(SentencePairs):
     pair_task = "nsp"
+    metric_names = (*MaskedLM.metric_names, "masked_lm_loss", "nsp_accuracy")
 
 
 class SentenceOrderPrediction(SentencePairs):
     pair_task = "sop"
+    metric_names = (*MaskedLM.metric_names, "masked_lm_loss", "sop_accuracy")
 
 
 class MaskedLMPairLoss(MaskedLMLoss):

@@ -26,6 +26,7 @@ class TokenClassification(Task):
     model_kind = TOKEN_CLASSIFICATION
     pipeline_task = "token-classification"
     peft_task_type = "TOKEN_CLS"
+    metric_names = ("loss", "precision", "recall", "f1", "accuracy")
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         super().__init__(cfg, tokenizer, id2label)

@@ -34,7 +34,8 @@ def run(cfg: Config, split: str) -> dict:
     if accelerator.is_main_process:
         name = "eval_results.json" if split == "validation" else f"{split}_results.json"
         write_results(Path(cfg.output_dir) / name, results)
-        say(json.dumps(results, indent=2))
+        # Per-example pairs (a regression's scatter) stay in the file.
+        say(json.dumps({k: v for k, v in results.items() if not k.endswith("predictions")}, indent=2))
     return results
 
 
