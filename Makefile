@@ -52,6 +52,7 @@ demo: install
 	@echo "demo done:"
 	@echo "  pretrained masked LM:  $(DEMO)/mlm/"
 	@echo "  fine-tuned classifier: $(DEMO)/classifier/   (metrics: $(DEMO)/classifier/metrics.jsonl, test_results.json)"
+	@echo "  model card and report: $(DEMO)/classifier/README.md, $(DEMO)/classifier/report.md (plots in plots/)"
 	@echo "  predictions:           $(DEMO)/predictions.jsonl"
 
 test: install
