@@ -32,6 +32,26 @@ def checkpoints(output_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(CHECKPOINT.match(p.name).group(1)))
 
 
+RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", STATE_FILE, "eval_results.json", "test_results.json",
+             "README.md", "report.md", "trackers.json", "mlflow.db", "config.json", "generation_config.json",
+             "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors",
+             "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
+             "vocab.json", "merges.txt", "spiece.model", "added_tokens.json", "chat_template.jinja", "modules.json")
+RUN_FOLDERS = ("plots", "runs", "mlflow-artifacts", "merged", "1_Pooling")
+
+
+def clear_earlier_run(output_dir: Path) -> None:
+    """Remove what an earlier run wrote in output_dir: its model, tokenizer, results, card, report, logs,
+    checkpoints, half-written saves, and each task's model folder of a multi-task run."""
+    output_dir = Path(output_dir)
+    for path in output_dir.iterdir() if output_dir.is_dir() else []:
+        task_model = path.is_dir() and (path / "config.json").exists()
+        if path.name in RUN_FOLDERS or CHECKPOINT.match(path.name) or path.name.startswith(".tmp-") or task_model:
+            shutil.rmtree(path, ignore_errors=True)
+        elif path.name in RUN_FILES or re.fullmatch(r"model-\d+-of-\d+\.safetensors", path.name):
+            path.unlink()
+
+
 def find_checkpoint(output_dir: Path, setting: str) -> Path | None:
     """`latest` -> the newest complete checkpoint (None when there is none); otherwise a path."""
     if setting == "latest":

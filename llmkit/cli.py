@@ -69,7 +69,8 @@ def preprocess(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES
 
 @app.command()
 def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, debug: bool = DEBUG):
-    """Pretrain with a self-supervised objective (masked LM); preprocesses first if needed."""
+    """Pretrain with a self-supervised objective (pretrain.objective: mlm, mlm+nsp, mlm+sop, clm, contrastive);
+    preprocesses first if needed."""
     from llmkit.stages import pretrain as stage
 
     _run("pretrain", config, overrides, debug, lambda cfg: stage.run(cfg, str(config)))
@@ -77,7 +78,8 @@ def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, 
 
 @app.command()
 def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, debug: bool = DEBUG):
-    """Fine-tune on labelled data: classification, regression, multi-label or NER; full, freeze, LoRA or prompt."""
+    """Fine-tune on labelled data (finetune.task: sequence_classification, regression, multi_label_classification,
+    token_classification; finetune.method: full, freeze, lora, prompt)."""
     from llmkit.stages import finetune as stage
 
     _run("finetune", config, overrides, debug, lambda cfg: stage.run(cfg, str(config)))
@@ -103,7 +105,8 @@ def infer(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
           top_k: int = typer.Option(5, "--top-k", min=1, help="Fill-mask: candidates per mask token."),
           task: Optional[str] = typer.Option(None, "--task", help="Multi-task config: the task to predict."),
           debug: bool = DEBUG):
-    """Predict with the trained model: labels and scores, or fill-mask candidates."""
+    """Predict with the trained model (labels, scores, tags, fill-mask candidates, generated text), or use one
+    untrained (infer.task: embed, zero_shot)."""
     from llmkit.stages import infer as stage
 
     _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k, task))

@@ -55,6 +55,15 @@ def write_run_info(output_dir: Path, stage: str, config_path: str, accelerator, 
     (Path(output_dir) / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+def mark_run(output_dir: Path, status: str, **extra) -> None:
+    """run_info.json says how the run ended: `finished`, `interrupted` or `failed` (with the error)."""
+    path = Path(output_dir) / "run_info.json"
+    if path.exists():
+        info = json.loads(path.read_text())
+        info.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **extra)
+        path.write_text(json.dumps(info, indent=2) + "\n")
+
+
 def package_versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -111,11 +111,21 @@ def test_cli_config_error_is_one_clean_line_and_exit_2(tmp_path):
     assert "Traceback" not in result.output
 
 
-def test_cli_help_lists_the_five_stages():
+def test_cli_help_lists_the_stages_and_every_objective_task_and_method():
+    from typing import get_args
+
+    from llmkit.config import FinetuneSection
+    from llmkit.objectives import OBJECTIVES, TASKS, USES
+
     result = run_cli("--help")
     assert result.exit_code == 0
-    for stage in ("preprocess", "pretrain", "finetune", "evaluate", "infer"):
+    for stage in ("preprocess", "pretrain", "finetune", "evaluate", "infer", "report"):
         assert stage in result.output
+    listed = {stage: " ".join(run_cli(stage, "--help").output.split()) for stage in ("pretrain", "finetune", "infer")}
+    assert all(name in listed["pretrain"] for name in OBJECTIVES)
+    methods = get_args(FinetuneSection.model_fields["method"].annotation)
+    assert all(name in listed["finetune"] for name in [*TASKS, *methods])
+    assert all(name in listed["infer"] for name in USES)
 
 
 def test_config_reference_is_up_to_date():

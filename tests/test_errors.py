@@ -261,3 +261,37 @@ def test_skip_bad_rows_drops_and_reports_them(tmp_path):
     import json
 
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["num_examples"] == 3
+
+
+def test_an_overwrite_that_fails_midway_leaves_no_file_of_the_earlier_run(tmp_path, monkeypatch):
+    """train.overwrite_output_dir=true into a finished run, then a crash: only the new run's files remain, and
+    run_info.json says it failed. (Before: the old model.safetensors sat beside the new config.yaml.)"""
+    import json
+
+    from llmkit.objectives import SequenceClassification
+
+    earlier = ["train.max_steps=4", "train.save_strategy=steps", "train.save_steps=2", "train.eval_strategy=steps",
+               "train.eval_steps=2", "train.save_total_limit=null"]
+    result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path}", *earlier)
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run_info.json").read_text())["status"] == "finished"
+    old = {p.name for p in tmp_path.iterdir()}
+    assert {"model.safetensors", "README.md", "report.md", "eval_results.json", "checkpoint-2", "plots"} <= old
+
+    real, calls = SequenceClassification.loss, {"n": 0}
+
+    def loss(self, model, batch):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise RuntimeError("the machine fell over")
+        return real(self, model, batch)
+
+    monkeypatch.setattr(SequenceClassification, "loss", loss)
+    result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path}", "train.overwrite_output_dir=true",
+                     "train.max_steps=10", "train.logging_steps=1")
+    assert result.exit_code == 1 and isinstance(result.exception, RuntimeError)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.yaml", "metrics.jsonl", "run_info.json"]
+    info = json.loads((tmp_path / "run_info.json").read_text())
+    assert info["status"] == "failed" and info["error"] == "RuntimeError: the machine fell over"
+    assert [line["step"] for line in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())] == [1, 2]
+    assert "max_steps: 10" in (tmp_path / "config.yaml").read_text()

@@ -10,14 +10,14 @@ from pathlib import Path
 import yaml
 
 from llmkit.card import write_card
-from llmkit.checkpoint import STATE_FILE, checkpoints, find_checkpoint, finished_state, save_final
+from llmkit.checkpoint import STATE_FILE, checkpoints, clear_earlier_run, find_checkpoint, finished_state, save_final
 from llmkit.config import Config, save_config
 from llmkit.console import say
 from llmkit.errors import InterruptedRun, LlmkitError
 from llmkit.modeling import has_model, require_model
 from llmkit.objectives import family_of
 from llmkit.report import write_report
-from llmkit.runlog import RunLog, write_run_info
+from llmkit.runlog import RunLog, mark_run, write_run_info
 from llmkit.trackers import Trackers
 
 
@@ -94,13 +94,11 @@ def plan_run(cfg: Config) -> RunStart:
 
 
 def claim_output_dir(start: RunStart, accelerator) -> None:
-    """Make output_dir writable and, for a new run, clear an earlier run's checkpoints and logs."""
+    """Make output_dir writable and, for a new run, remove every file of an earlier run there: called once
+    the data and model are built and before anything is written, so the folder never mixes two runs."""
     _check_writable(start.out, accelerator)
     if start.resume is None and accelerator.is_main_process:
-        for old in checkpoints(start.out):
-            shutil.rmtree(old)
-        for stale in ("metrics.jsonl", "trainer_state.json"):
-            (start.out / stale).unlink(missing_ok=True)
+        clear_earlier_run(start.out)
     accelerator.wait_for_everyone()
 
 
@@ -142,14 +140,21 @@ def _train_and_save(cfg: Config, config_path: str, stage: str, accelerator, mode
         save_config(cfg, out / "config.yaml")
     write_run_info(out, stage, config_path, accelerator, train_examples=sum(len(task.train_data) for task in tasks),
                    validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
-                   resumed_from=str(start.resume) if start.resume else None)
+                   resumed_from=str(start.resume) if start.resume else None, status="running")
     try:
         result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
+        save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
     except InterruptedRun:
         if accelerator.is_main_process:
             write_report(out)  # what the run did up to its last checkpoint
+            mark_run(out, "interrupted")
         raise
-    save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
+    except BaseException as e:
+        if accelerator.is_main_process:
+            mark_run(out, "failed", error=f"{type(e).__name__}: {e}".strip())
+        raise
+    if accelerator.is_main_process:
+        mark_run(out, "finished")
     if accelerator.is_main_process:
         if result.metrics:
             write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
