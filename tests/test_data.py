@@ -383,3 +383,49 @@ def test_pseudo_perplexity_masks_each_token_in_turn():
     metrics = masker.metrics(0.0, 1, outputs)
     assert math.isclose(metrics["pseudo_perplexity"],
                         math.exp(sum(o["pll_loss"] for o in outputs) / sum(o["pll_tokens"] for o in outputs)))
+
+
+def _headerless(tmp_path) -> Path:
+    """A CoLA-style TSV without a header: source, label, marker, sentence."""
+    from conftest import REPO
+
+    rows = [line.split("\t") for line in (REPO / "llmkit" / "sample_data" / "sentiment_train.tsv").read_text()
+            .splitlines()[1:201]]
+    path = tmp_path / "in_domain.tsv"
+    path.write_text("".join(f"gj04\t{int(label == 'positive')}\t{'' if label == 'positive' else '*'}\t{text}\n"
+                            for text, label in rows))
+    return path
+
+
+@pytest.mark.parametrize("columns", [["data.text_column=3", "data.label_column=1"],
+                                     ["data.column_names=[source,label,marker,sentence]", "data.text_column=sentence",
+                                      "data.label_column=label"],
+                                     ["data.column_names=[source,label,marker,sentence]", "data.text_column=3",
+                                      "data.label_column=1"]], ids=["by index", "by names", "names by index"])
+def test_a_headerless_file_by_index_or_by_names(columns, tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    path = _headerless(tmp_path)
+    result = run_cli("finetune", CONFIGS / "tiny" / "finetune.yaml", f"output_dir={tmp_path / 'out'}",
+                     f"data.train_file={path}", f"data.validation_file={path}", "data.test_file=null",
+                     "data.header=false", *columns, "train.max_steps=2", "data.max_eval_samples=20")
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+    assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["num_examples"] == 20
+
+
+def test_a_headerless_file_read_with_a_header_gets_a_hint(tmp_path):
+    from conftest import run_cli
+
+    path = _headerless(tmp_path)
+    result = run_cli("finetune", CONFIGS / "tiny" / "finetune.yaml", f"output_dir={tmp_path / 'out'}",
+                     f"data.train_file={path}", "data.validation_file=null", "data.test_file=null")
+    assert result.exit_code == 2 and "has no column 'text'" in result.output
+    assert "its first row looks like data, not column names: for a file without a header set data.header: false" \
+        in result.output
+    result = run_cli("finetune", CONFIGS / "tiny" / "finetune.yaml", f"output_dir={tmp_path / 'out'}",
+                     f"data.train_file={path}", "data.text_column=3")
+    assert result.exit_code == 2 and ("data.text_column: 3 is a column index, which reads a file without a header "
+                                      "(header: false)") in result.output

@@ -118,6 +118,11 @@ CATALOGUE = {
                                      "model.name_or_path: {tmp}/model/model.safetensors.index.json names "
                                      "model-00002-of-00002.safetensors, which is not in {tmp}/model; re-copy or "
                                      "re-download it", []),
+    "headerless file": ("finetune", lambda t: _finetune(t, _file(t, "h.tsv", "gj04\t1\t\tOur friends won't buy this .\n"
+                                                             "gj04\t0\t*\tOne more pseudo generalization .\n").name),
+                        [], "its first row looks like data, not column names", []),
+    "column index with a header": ("finetune", lambda t: FINETUNE, ["data.text_column=3"],
+                                   "data.text_column: 3 is a column index, which reads a file without a header", []),
     "mistyped metric": ("finetune", lambda t: FINETUNE, ["train.metric_for_best_model=acuracy"],
                         "train.metric_for_best_model: 'acuracy' is not a metric of this run (did you mean accuracy?)",
                         []),

@@ -116,6 +116,8 @@ def _describe(err: dict, overridden: set[str]) -> str:
         msg += f" (got {err['input']!r})"
     if not key and re.match(r"[a-z_]+\.[a-z_]+: ", msg):  # a whole-config check that names its key itself
         return f"{msg}{origin}"
+    if key and re.match(r"[a-z_]+: ", msg):  # a section's check that names the key in it: section.key
+        return f"{key}.{msg}{origin}"
     return f"{key or 'config'}: {msg}{origin}"
 
 

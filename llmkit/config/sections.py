@@ -8,6 +8,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_valida
 
 from llmkit.objectives import USES
 
+COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column", "negative_column")
+
 
 def no_as_string(value):
     """YAML 1.1 reads a bare `no` as false; in these settings it means the choice "no"."""
@@ -76,23 +78,31 @@ class DataSection(Section):
     test_file: str | None = None
     """Test data, scored by `llmkit evaluate --split test`."""
 
-    text_column: str = "text"
-    """Column holding the text (ignored for .txt files)."""
+    header: bool = True
+    """Whether a .csv / .tsv file's first row names its columns. `false`: every row is data, and the columns
+    are named by `column_names`, else `0`, `1`, `2`, ... (so `text_column: 1` is the second)."""
 
-    text_pair_column: str | None = None
+    column_names: list[str] | None = None
+    """The columns of a headerless .csv / .tsv file, in order (with header: false)."""
+
+    text_column: str | int = "text"
+    """Column holding the text (ignored for .txt files). A name, or a 0-based index of a headerless file's
+    columns (as every *_column key below)."""
+
+    text_pair_column: str | int | None = None
     """Second text of a sentence-pair task (e.g. the hypothesis in NLI)."""
 
-    label_column: str = "label"
+    label_column: str | int = "label"
     """Column holding the label of a fine-tuning task: a string or integer class, a float (regression), or
     a list of labels (multi-label)."""
 
     label_separator: str = Field(",", min_length=1)
     """Multi-label: separator of labels given as one string (`sports,politics`); lists need none."""
 
-    tokens_column: str = "tokens"
+    tokens_column: str | int = "tokens"
     """Token classification: column holding the list of words (CoNLL files are read into `tokens`)."""
 
-    tags_column: str = "tags"
+    tags_column: str | int = "tags"
     """Token classification: column holding the list of tags, one per word (CoNLL: `tags`)."""
 
     multi_tag_separator: str | None = None
@@ -120,7 +130,7 @@ class DataSection(Section):
     before a capital or digit: plain sentences for contrastive pretraining). Packed blocks mark
     document ends with the separator token."""
 
-    negative_column: str | None = None
+    negative_column: str | int | None = None
     """Supervised contrastive pretraining: column of a hard negative for each (text, text_pair) pair."""
 
     validation_split_percentage: float = Field(5.0, ge=0, lt=50)
@@ -138,6 +148,25 @@ class DataSection(Section):
     """Where packed pretraining corpora and trained tokenizers are cached, keyed by a fingerprint of the
     input files' content and the settings; shared by runs with different output_dirs. Default:
     $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
+
+
+    @model_validator(mode="after")
+    def _column_indices(self) -> DataSection:
+        """A 0-based column index becomes the column's name: a header-less file's own (`0`, `1`, ...) or the
+        one data.column_names gives it."""
+        if self.column_names is not None and self.header:
+            raise ValueError("column_names names the columns of a file without a header: set header: false too")
+        for key in COLUMN_KEYS:
+            index = getattr(self, key)
+            if not isinstance(index, int) or isinstance(index, bool):
+                continue
+            if self.header:
+                raise ValueError(f"{key}: {index} is a column index, which reads a file without a header "
+                                 "(header: false); with a header, give the column's name")
+            if self.column_names is not None and not 0 <= index < len(self.column_names):
+                raise ValueError(f"{key}: index {index} is past the {len(self.column_names)} column_names")
+            self.__dict__[key] = self.column_names[index] if self.column_names is not None else str(index)
+        return self
 
 
 class InferSection(Section):

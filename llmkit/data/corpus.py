@@ -103,7 +103,7 @@ def _fingerprint(d: DataSection, layout: CorpusLayout, paths: list[str | None], 
         "version": [FORMAT_VERSION, CORPUS_FORMAT],
         "files": fingerprint_files(paths),
         "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary,
-                 d.validation_split_percentage, d.dedupe],
+                 d.validation_split_percentage, d.dedupe, d.header, d.column_names],
         "whole_words": layout.whole_words,
         "causal": layout.causal,
         "pairs": layout.pair_task,
@@ -185,7 +185,7 @@ def documents(data: DataSection, path: str, key: str, limit: int | None = None) 
     the first `limit` only). Fails if there are none."""
     seen: set[bytes] = set()  # 8-byte digests: the one thing that grows with the corpus
     count = 0
-    for text in iter_documents(path, key, data.document_boundary, data.text_column):
+    for text in iter_documents(path, key, data):
         text = (text or "").strip()
         if not text:
             continue

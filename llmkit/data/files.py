@@ -22,8 +22,14 @@ CONLL_SUFFIXES = {".conll", ".bio", ".iob", ".iob2"}
 TABLE_BUILDERS = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
-def read_file(path: str, key: str):
-    """Load `path` (named by config key `key` in messages). Text files get one `text` row per line."""
+def read_table(data, path: str, key: str):
+    """read_file with the data section's header / column_names."""
+    return read_file(path, key, data.header, data.column_names)
+
+
+def read_file(path: str, key: str, header: bool = True, column_names: list[str] | None = None):
+    """Load `path` (named by config key `key` in messages). Text files get one `text` row per line. A
+    .csv / .tsv without a header (`header=False`) has its columns named `column_names`, else 0, 1, ..."""
     import datasets
 
     suffix = Path(path).suffix.lower()
@@ -41,6 +47,8 @@ def read_file(path: str, key: str):
         if suffix == ".tsv":
             # GLUE-style TSVs are not quoted: a '"' is a literal character, never a field delimiter.
             kwargs = {"sep": "\t", "quoting": csv.QUOTE_NONE}
+        if builder == "csv" and not header:
+            kwargs.update(header=None, **({"column_names": column_names} if column_names else {}))
     else:
         raise LlmkitError(f"{key}: {path}: unsupported file type {suffix or '(none)'}; "
                           "use .txt, .csv, .tsv, .json, .jsonl, .parquet or .conll")
@@ -53,16 +61,16 @@ def read_file(path: str, key: str):
     return dataset
 
 
-def iter_documents(path: str, key: str, document_boundary: str, column: str) -> Iterator[str]:
-    """A corpus file's raw documents, streamed: a text file line by line as `document_boundary` says
+def iter_documents(path: str, key: str, data) -> Iterator[str]:
+    """A corpus file's raw documents, streamed: a text file line by line as data.document_boundary says
     (whole only when a document is the `file`), a table batch by batch from its memory-mapped Arrow copy."""
     if Path(path).suffix.lower() in TEXT_SUFFIXES and os.path.exists(path):
         _check_file(path, key, binary=False)
-        yield from _text_documents(path, document_boundary)
+        yield from _text_documents(path, data.document_boundary)
         return
-    dataset = read_file(path, key)
-    require_columns(dataset, [column], path, key)
-    yield from iter_texts(dataset, [column])
+    dataset = read_table(data, path, key)
+    require_columns(dataset, [data.text_column], path, key)
+    yield from iter_texts(dataset, [data.text_column])
 
 
 def require_columns(dataset, columns: list[str], path: str, key: str) -> None:
@@ -78,7 +86,19 @@ def require_columns(dataset, columns: list[str], path: str, key: str) -> None:
             hint = " (the header was read as a single column: is the delimiter right for the file type?)"
         elif match := difflib.get_close_matches(column, have, n=1):
             hint = f" (did you mean {match[0]!r}?)"
+        elif any(_looks_like_data(name) for name in have):
+            hint = (" (its first row looks like data, not column names: for a file without a header set "
+                    "data.header: false, and name the columns with data.column_names or by index)")
         raise LlmkitError(f"{key}: {path} has no column {column!r}{hint}; its columns are {have}")
+
+
+def _looks_like_data(name: str) -> bool:
+    """A header cell that is a number, a sentence, or pandas' name for an empty one."""
+    try:
+        float(name)
+        return True
+    except ValueError:
+        return name.startswith("Unnamed: ") or len(name.split()) > 3 or len(name) > 40
 
 
 def first_rows(dataset, limit: int | None):

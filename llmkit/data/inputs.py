@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmkit.data.files import TEXT_SUFFIXES, read_file, require_columns
+from llmkit.data.files import TEXT_SUFFIXES, read_table, require_columns
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ def input_chunks(path: str, family, data: DataSection, size: int) -> Iterator[li
     """Lists of at most `size` examples, in input order; fails on an input with no text at all."""
     empty = True
     examples = _lines(path, family, data) if path == "-" or Path(path).suffix.lower() in TEXT_SUFFIXES \
-        else _rows(path, family.input_fields(data), size)
+        else _rows(path, family.input_fields(data), size, data)
     chunk = []
     for example in examples:
         chunk.append(example)
@@ -55,8 +55,8 @@ def _lines(path: str, family, data: DataSection) -> Iterator[dict]:
             stream.close()
 
 
-def _rows(path: str, fields: dict[str, str], size: int) -> Iterator[dict]:
-    dataset = read_file(path, KEY)
+def _rows(path: str, fields: dict[str, str], size: int, data: DataSection) -> Iterator[dict]:
+    dataset = read_table(data, path, KEY)  # headerless like the training data when data.header is false
     require_columns(dataset, list(fields.values()), path, KEY)
     for batch in dataset.select_columns(list(fields.values())).iter(batch_size=size):
         columns = {field: batch[column] for field, column in fields.items()}

@@ -10,7 +10,7 @@ import re
 from typing import TYPE_CHECKING
 
 from llmkit.console import say
-from llmkit.data.files import first_rows, read_file, require_columns
+from llmkit.data.files import first_rows, read_table, require_columns
 from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
 
@@ -25,7 +25,7 @@ def read_split(data: DataSection, split: str, task_class, task: str | None = Non
     path = split_file(data, split)
     if path is None:
         raise LlmkitError(f"{key}: required for this stage")
-    dataset = read_file(path, key)
+    dataset = read_table(data, path, key)
     require_columns(dataset, task_class.text_columns(data) + [task_class.label_column(data)], path, key)
     dataset = first_rows(dataset, data.max_train_samples if split == "train" else data.max_eval_samples)
     return task_class.normalized(data, dataset), path, key

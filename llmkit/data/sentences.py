@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmkit.data.corpus import documents
-from llmkit.data.files import TEXT_SUFFIXES, first_rows, read_file, require_columns
+from llmkit.data.files import TEXT_SUFFIXES, first_rows, read_table, require_columns
 from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
 
@@ -51,7 +51,7 @@ def sentence_rows(data: DataSection, split: str, tokenizer, required: bool = Tru
             "data": data, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
         columns = {"input_ids": "text"}
     else:
-        rows = read_file(path, key)
+        rows = read_table(data, path, key)
         require_columns(rows, list(columns.values()), path, key)
     wanted = list(columns.values())
     rows = rows.select_columns(wanted).filter(

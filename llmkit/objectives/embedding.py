@@ -5,7 +5,7 @@ Pearson of their cosine, e.g. STS-B) and zero-shot labels by classification metr
 
 from __future__ import annotations
 
-from llmkit.data.files import first_rows, read_file, require_columns
+from llmkit.data.files import first_rows, read_table, require_columns
 from llmkit.embeddings import Embedder, ZeroShot
 from llmkit.errors import LlmkitError
 from llmkit.metrics import classification_metrics, regression_metrics
@@ -21,7 +21,7 @@ class Use(Family):
         key, path = split_key(split), split_file(cfg.data, split)
         if path is None:
             raise LlmkitError(f"{key}: required to evaluate on the {split} split")
-        rows = read_file(path, key)
+        rows = read_table(cfg.data, path, key)
         require_columns(rows, columns, path, key)
         return first_rows(rows, cfg.data.max_eval_samples), path, key
 
