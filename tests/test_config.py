@@ -138,3 +138,15 @@ def test_config_reference_is_up_to_date():
     result = subprocess.run([sys.executable, str(REPO / "scripts" / "gen_config_docs.py"), "--check"],
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr + "\nrun: python scripts/gen_config_docs.py"
+
+
+def test_a_bad_duration_is_reported_with_every_other_problem():
+    result = run_cli("pretrain", CONFIGS / "tiny" / "pretrain.yaml", "output_dir=x", "train.max_time=5 minutes",
+                     "train.learnin_rate=1", "train.max_steps=0")
+    assert result.exit_code == 2
+    assert result.output.splitlines()[1:] == [
+        "  train.max_steps: must be a positive number of steps, or -1 to use num_train_epochs (from a command-line "
+        "override)",
+        "  train.max_time: '5 minutes' is not a positive duration like 30m, 2h, 1h30m or 90s (from a command-line "
+        "override)",
+        "  train.learnin_rate: unknown key (from a command-line override) (did you mean train.learning_rate?)"]

@@ -77,7 +77,7 @@ CATALOGUE = {
                                "train.learning_rate: Input should be greater than 0 (got -0.1)", []),
     "bad choice": ("finetune", lambda t: FINETUNE, ["train.optim=adagrad"],
                    "train.optim: Input should be 'adamw'", []),
-    "max_steps zero": ("finetune", lambda t: FINETUNE, ["train.max_steps=0"], "max_steps must be a positive", []),
+    "max_steps zero": ("finetune", lambda t: FINETUNE, ["train.max_steps=0"], "train.max_steps: must be a positive number of steps", []),
     "no model given": ("finetune", lambda t: _file(t, "nomodel.yaml", "output_dir: x\n"),
                        [], "give model.name_or_path (a model to start from) or model.config", []),
     "malformed override": ("finetune", lambda t: FINETUNE, ["train.learning_rate"], "expected key.sub=value", []),

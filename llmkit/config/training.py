@@ -318,12 +318,20 @@ class TrainSection(Section):
     """Train on the CPU even where a GPU is present. (Without a GPU the CPU is used anyway, with real
     multi-process DDP over gloo under torchrun.)"""
 
-    @model_validator(mode="after")
-    def _max_steps(self) -> TrainSection:
-        if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError("max_steps must be a positive number of steps, or -1 to use num_train_epochs")
-        self.max_seconds  # noqa: B018 - fails on a malformed max_time
-        return self
+    # Field checks, not whole-section ones: they are reported together with every other problem.
+    @field_validator("max_steps")
+    @classmethod
+    def _max_steps(cls, steps: int) -> int:
+        if steps == 0 or steps < -1:
+            raise ValueError("must be a positive number of steps, or -1 to use num_train_epochs")
+        return steps
+
+    @field_validator("max_time")
+    @classmethod
+    def _max_time(cls, text: str | None) -> str | None:
+        if text is not None:
+            duration_seconds(text)
+        return text
 
     @field_validator("report_to")
     @classmethod
@@ -353,12 +361,15 @@ class TrainSection(Section):
     @property
     def max_seconds(self) -> float | None:
         """max_time in seconds."""
-        if self.max_time is None:
-            return None
-        match = re.fullmatch(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?", self.max_time.strip())
-        seconds = sum(float(v) * unit for v, unit in zip(match.groups(), (3600, 60, 1)) if v) if match else 0
-        if seconds <= 0:
-            raise ValueError(f"max_time: {self.max_time!r} is not a positive duration like 30m, 2h, 1h30m or 90s")
-        return seconds
+        return None if self.max_time is None else duration_seconds(self.max_time)
+
+
+def duration_seconds(text: str) -> float:
+    """`30m`, `2h`, `1h30m`, `90s` or a bare number of seconds, in seconds."""
+    match = re.fullmatch(r"(?:(\d+(?:\.\d*)?)h)?(?:(\d+(?:\.\d*)?)m)?(?:(\d+(?:\.\d*)?)s?)?", text.strip())
+    seconds = sum(float(v) * unit for v, unit in zip(match.groups(), (3600, 60, 1)) if v) if match else 0
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration like 30m, 2h, 1h30m or 90s")
+    return seconds
 
 
