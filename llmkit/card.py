@@ -5,7 +5,6 @@ hyperparameters, every evaluation, the framework versions and a usage snippet th
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -81,8 +80,9 @@ def _data_line(files: dict, examples: dict) -> str:
 
 def _history(log: Path) -> list[str]:
     """Every evaluation during training, from metrics.jsonl."""
-    rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()] if log.exists() else []
-    evaluations = [row for row in rows if any(k.startswith("eval_") for k in row)]
+    from llmkit.runlog import read_metrics
+
+    evaluations = [row for row in read_metrics(log) if any(k.startswith("eval_") for k in row)]
     if not evaluations:
         return []
     names = [k for k in evaluations[-1] if k.startswith("eval_") and isinstance(evaluations[-1][k], float)][:6]

@@ -16,6 +16,7 @@ import math
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
+from llmkit.runlog import read_metrics
 
 REPORT, PLOTS = "report.md", "plots"
 TRAINING_CURVES = (("loss", "training loss"), ("learning_rate", "learning rate"), ("grad_norm", "gradient norm"),
@@ -31,7 +32,7 @@ def write_report(out: Path) -> Path:
     log = out / "metrics.jsonl"
     if not log.exists():
         raise LlmkitError(f"OUTPUT_DIR: {out} holds no metrics.jsonl: is it a llmkit run folder?")
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    records = read_metrics(log)
     results = _read(out / "eval_results.json")
     state = _read(out / "trainer_state.json") or _latest_checkpoint_state(out)
     (out / PLOTS).mkdir(exist_ok=True)

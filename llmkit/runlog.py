@@ -34,6 +34,12 @@ class RunLog:
             self.also(flat)
 
 
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a metrics.jsonl (none when there is no file)."""
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
 def write_run_info(output_dir: Path, stage: str, config_path: str, accelerator, **extra) -> None:
     if not accelerator.is_main_process:
         return
