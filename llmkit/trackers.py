@@ -67,8 +67,11 @@ class Trackers:
             if record["step"] > self.skip.get(tracker.name, 0):
                 tracker.log(values, step=record["step"])
 
-    def end(self) -> None:
-        self.accelerator.end_training()
+    def finish(self) -> None:
+        """End the tracker runs (the main process's); the process group is the caller's."""
+        for tracker in self.accelerator.trackers if self.accelerator.is_main_process else []:
+            tracker.finish()
+        self.accelerator.trackers = []
         if "mlflow" in self.names:
             _restore_tracking_uri()
 

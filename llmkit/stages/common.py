@@ -122,9 +122,14 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
     trackers = Trackers(accelerator, cfg.train.report_to, out, cfg.model_dump(mode="json"), resumed_step)
     log = RunLog(out, accelerator.is_main_process, trackers.log)
     try:
-        return _train_and_save(cfg, config_path, stage, accelerator, model, tasks, tokenizer, start, log)
-    finally:
-        trackers.end()  # a crash or Ctrl-C ends the tracker runs too
+        metrics = _train_and_save(cfg, config_path, stage, accelerator, model, tasks, tokenizer, start, log)
+    except BaseException:
+        trackers.finish()  # a crash or Ctrl-C ends the tracker runs too; no collective: other processes may be gone
+        raise
+    accelerator.wait_for_everyone()  # the main process wrote the card and report meanwhile
+    trackers.finish()
+    accelerator.end_training()  # every process at once: the process group goes down together
+    return metrics
 
 
 def _train_and_save(cfg: Config, config_path: str, stage: str, accelerator, model, tasks: list, tokenizer,
