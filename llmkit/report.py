@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
@@ -65,7 +66,7 @@ def _facts(out: Path, records: list[dict], state: dict) -> list[str]:
             f"| steps | {state.get('global_step', steps[-1]['step'] if steps else 0):,} of "
             f"{state.get('total_steps', 0):,}" + (f" (stopped by {stopped})" if stopped else "") + " |",
             f"| training time | {state.get('train_seconds', 0):.1f} s |",
-            f"| throughput | {sorted(rates)[len(rates) // 2]:,.0f} tokens/s (median of the logged windows) |" if rates
+            f"| throughput | {statistics.median(rates):,.0f} tokens/s (median of the logged windows) |" if rates
             else "| throughput | not logged |",
             f"| model | `{out}/` |",
             f"| checkpoints | {', '.join(sorted(p.name for p in out.glob('checkpoint-*'))) or 'none kept'} |"]

@@ -52,7 +52,7 @@ class Trackers:
         if "wandb" in names and not os.environ.get("WANDB_API_KEY"):
             os.environ.setdefault("WANDB_MODE", "offline")
         accelerator.init_trackers(out.resolve().name, init_kwargs={name: init[name] for name in names})
-        params = flat(config)
+        params = _hyperparameters(config)
         for tracker in accelerator.trackers:
             if tracker.name == "mlflow" and runs.get("mlflow"):
                 self.skip["mlflow"] = _last_mlflow_step(runs["mlflow"])  # its params are there already
@@ -85,15 +85,11 @@ def _restore_tracking_uri() -> None:
         os.environ["MLFLOW_TRACKING_URI"] = USER_TRACKING_URI
 
 
-def flat(tree: dict, prefix: str = "") -> dict:
-    """Nested config -> {"section.key": scalar}; TensorBoard's hparams take no lists, dicts or None."""
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
+def _hyperparameters(config: dict) -> dict:
+    """{"section.key": scalar}: TensorBoard's hparams take no lists, dicts or None."""
+    from llmkit.config import flatten
+
+    return {k: v if isinstance(v, (int, float, str, bool)) else str(v) for k, v in flatten(config).items()}
 
 
 def _run_ids(trackers) -> dict:

@@ -8,10 +8,10 @@ Hugging Face's `TrainingArguments` / example scripts wherever one exists. `secti
 hold the schema, `schema` its root, `loading` the YAML, overrides and error messages.
 """
 
-from llmkit.config.loading import load_config, save_config
+from llmkit.config.loading import flatten, load_config, save_config
 from llmkit.config.schema import Config
 from llmkit.config.sections import DataSection, InferSection, ModelSection, TokenizerSection
 from llmkit.config.training import FinetuneSection, PretrainSection, TrainSection
 
 __all__ = ["Config", "DataSection", "FinetuneSection", "InferSection", "ModelSection", "PretrainSection",
-           "TokenizerSection", "TrainSection", "load_config", "save_config"]
+           "TokenizerSection", "TrainSection", "flatten", "load_config", "save_config"]

@@ -156,6 +156,17 @@ def _section_type(annotation) -> type[BaseModel] | None:
     return None
 
 
+def flatten(tree: dict, prefix: str = "", whole: tuple[str, ...] = ()) -> dict:
+    """A nested config as {"section.key": value}; sections named in `whole` stay one value (model.config)."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key not in whole:
+            flat.update(flatten(value, f"{prefix}{key}.", whole))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
 def save_config(cfg: Config, path: Path) -> None:
     """Write the resolved config (every default filled in) next to the run's outputs."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,9 @@ class TokenClassification(Task):
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         super().__init__(cfg, tokenizer, id2label)
         self.outside = self.label2id.get(OUTSIDE)
+        # B-X -> I-X, for finetune.label_all_tokens
+        self.inside = {i: self.label2id.get("I-" + name[2:], i) for name, i in self.label2id.items()
+                       if name.startswith("B-")}
 
     @classmethod
     def text_columns(cls, data) -> list[str]:
@@ -95,7 +98,6 @@ class TokenClassification(Task):
                         num_proc=data.preprocessing_num_workers)
 
     def _subtoken_labels(self, word_ids: list, tag_ids: list[int]) -> list[int]:
-        inside = {i: self.label2id.get("I-" + name[2:], i) for name, i in self.label2id.items() if name.startswith("B-")}
         labels, previous = [], None
         for word in word_ids:
             if word is None:
@@ -104,7 +106,7 @@ class TokenClassification(Task):
                 labels.append(tag_ids[word])
             else:
                 tag = tag_ids[word]
-                labels.append(inside.get(tag, tag) if self.cfg.finetune.label_all_tokens else IGNORE_INDEX)
+                labels.append(self.inside.get(tag, tag) if self.cfg.finetune.label_all_tokens else IGNORE_INDEX)
             previous = word
         return labels
 

@@ -10,7 +10,7 @@ import yaml
 
 from llmkit.card import write_card
 from llmkit.checkpoint import STATE_FILE, checkpoints, clear_earlier_run, find_checkpoint, finished_state, save_final
-from llmkit.config import Config, save_config
+from llmkit.config import Config, flatten, save_config
 from llmkit.console import say
 from llmkit.errors import InterruptedRun, LlmkitError
 from llmkit.modeling import has_model, require_model
@@ -205,23 +205,13 @@ def _warn_changed_settings(cfg: Config, saved_path: Path, log: RunLog) -> None:
     """Settings that differ from the interrupted run's: the resumed run is then not its exact continuation."""
     if not saved_path.exists():
         return
-    before = _flatten(yaml.safe_load(saved_path.read_text()))
-    now = _flatten(cfg.model_dump(mode="json"))
+    before = flatten(yaml.safe_load(saved_path.read_text()), whole=("config",))
+    now = flatten(cfg.model_dump(mode="json"), whole=("config",))
     ignored = {"train.resume_from_checkpoint", "train.overwrite_output_dir"}
     changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in ignored)
     if changed:
         log.print("WARNING: resuming with settings that differ from the checkpointed run: " + ", ".join(
             f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed))
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and key != "config":
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
 
 
 def write_results(path: Path, results: dict) -> None:
