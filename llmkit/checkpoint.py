@@ -33,6 +33,7 @@ def checkpoints(output_dir: Path) -> list[Path]:
 
 
 RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", STATE_FILE, "eval_results.json", "test_results.json",
+             "eval_predictions.jsonl", "test_predictions.jsonl",
              "README.md", "report.md", "trackers.json", "mlflow.db", "config.json", "generation_config.json",
              "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors",
              "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",

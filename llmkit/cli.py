@@ -13,15 +13,17 @@ from typing import Optional
 
 import typer
 
+from llmkit.completion import complete_override
 from llmkit.errors import EXIT_INTERRUPTED, LlmkitError
 
 app = typer.Typer(
     help="Pretrain and fine-tune Hugging Face transformer models from YAML configs.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, pretty_exceptions_enable=False,
 )
 
 CONFIG = typer.Argument(..., help="Experiment config (YAML).", show_default=False)
-OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. train.learning_rate=1e-4", show_default=False)
+OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. train.learning_rate=1e-4", show_default=False,
+                           autocompletion=complete_override)
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
 
 
@@ -87,14 +89,18 @@ def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, 
 
 @app.command()
 def evaluate(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
-             split: str = typer.Option("validation", help="validation or test"), debug: bool = DEBUG):
+             split: str = typer.Option("validation", help="validation or test"),
+             save_predictions: bool = typer.Option(False, "--save-predictions",
+                                                   help="Also write each example's inputs, gold and predicted label "
+                                                        "(and score) to eval_predictions.jsonl / test_predictions.jsonl."),
+             debug: bool = DEBUG):
     """Score the trained model in output_dir (or model.name_or_path); writes eval_results.json / test_results.json."""
     from llmkit.stages import evaluate as stage
 
     if split not in ("validation", "test"):
         typer.echo(f"error: --split: {split!r} is not one of validation, test", err=True)
         raise typer.Exit(2)
-    _run("evaluate", config, overrides, debug, lambda cfg: stage.run(cfg, split))
+    _run("evaluate", config, overrides, debug, lambda cfg: stage.run(cfg, split, save_predictions))
 
 
 @app.command()

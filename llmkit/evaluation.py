@@ -7,7 +7,8 @@ from __future__ import annotations
 EVAL_EPOCH = -1  # masking during evaluation is the same every time (a fixed pseudo-epoch)
 
 
-def evaluate(accelerator, model, objective, dataset, batch_size: int) -> dict:
+def evaluate(accelerator, model, objective, dataset, batch_size: int, outputs_to: list | None = None) -> dict:
+    """The metrics of `objective` on `dataset`; its per-example outputs, in dataset order, go to `outputs_to`."""
     import torch
     from accelerate.utils import gather_object
 
@@ -35,6 +36,8 @@ def evaluate(accelerator, model, objective, dataset, batch_size: int) -> dict:
     if accelerator.num_processes > 1:
         outputs = gather_object(outputs)
     metrics = objective.metrics(totals[0].item(), int(totals[1].item()), outputs)
+    if outputs_to is not None:
+        outputs_to.extend(outputs)
     return {"num_examples": len(dataset), **metrics}
 
 

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 
-def classification_metrics(labels, predictions, id2label: dict[int, str]) -> dict:
-    """accuracy, macro precision/recall/F1, Matthews correlation; per-class scores and the confusion
-    matrix nested under their own keys (rows: gold label, columns: predicted)."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, matthews_corrcoef, precision_recall_fscore_support
+def classification_metrics(labels, predictions, id2label: dict[int, str], positive: int | None = None) -> dict:
+    """accuracy, macro precision/recall/F1, Matthews correlation, and with a `positive` class (two-class tasks)
+    its F1 (`f1_binary`); per-class scores and the confusion matrix nested under their own keys (rows: gold
+    label, columns: predicted)."""
+    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, matthews_corrcoef,
+                                 precision_recall_fscore_support)
 
     ids = sorted(id2label)
     if not labels:
-        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "mcc": 0.0}
+        return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "mcc": 0.0,
+                **({"f1_binary": 0.0} if positive is not None else {})}
+    binary = {} if positive is None else {
+        "f1_binary": float(f1_score(labels, predictions, labels=ids, pos_label=positive, average="binary",
+                                    zero_division=0))}
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, labels=ids, average="macro",
                                                                zero_division=0)
     per_p, per_r, per_f, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
@@ -21,6 +27,7 @@ def classification_metrics(labels, predictions, id2label: dict[int, str]) -> dic
         "f1": float(f1),
         **classification_micro(labels, predictions, ids),
         "mcc": float(matthews_corrcoef(labels, predictions)),
+        **binary,
         "per_class": {id2label[i]: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
                       for i, p, r, f, s in zip(ids, per_p, per_r, per_f, support)},
         "confusion_matrix": {"labels": [id2label[i] for i in ids],
@@ -67,17 +74,20 @@ def multilabel_metrics(labels, predictions, id2label: dict[int, str]) -> dict:
     }
 
 
-def entity_metrics(labels: list[list[str]], predictions: list[list[str]]) -> dict:
-    """Entity-level micro precision/recall/F1 (seqeval, CoNLL rules), token accuracy, per entity type."""
+def entity_metrics(labels: list[list[str]], predictions: list[list[str]], strict_scheme: str | None = None) -> dict:
+    """Entity-level micro precision/recall/F1 (seqeval: CoNLL rules, or `strict_scheme`'s, e.g. BIOES), token
+    accuracy, per entity type."""
+    import seqeval.scheme
     from seqeval.metrics import accuracy_score, classification_report, f1_score, precision_score, recall_score
 
     if not labels:
         return {"precision": 0.0, "recall": 0.0, "f1": 0.0, "accuracy": 0.0}
-    report = classification_report(labels, predictions, output_dict=True, zero_division=0)
+    rules = {"mode": "strict", "scheme": getattr(seqeval.scheme, strict_scheme)} if strict_scheme else {}
+    report = classification_report(labels, predictions, output_dict=True, zero_division=0, **rules)
     return {
-        "precision": float(precision_score(labels, predictions, zero_division=0)),
-        "recall": float(recall_score(labels, predictions, zero_division=0)),
-        "f1": float(f1_score(labels, predictions, zero_division=0)),
+        "precision": float(precision_score(labels, predictions, zero_division=0, **rules)),
+        "recall": float(recall_score(labels, predictions, zero_division=0, **rules)),
+        "f1": float(f1_score(labels, predictions, zero_division=0, **rules)),
         "accuracy": float(accuracy_score(labels, predictions)),
         "per_class": {name: {"precision": float(v["precision"]), "recall": float(v["recall"]),
                              "f1": float(v["f1-score"]), "support": int(v["support"])}

@@ -60,9 +60,13 @@ def default_cell(field, nested: bool) -> str:
     return f"keys of `{TOP_SECTIONS[inner]}:`" if nested and inner in TOP_SECTIONS else "see below"
 
 
+KINDS = {"pretrain": "(pretraining configs only) ", "finetune": "(fine-tuning configs only) "}
+
+
 def table(prefix: str, fields: dict, nested: bool = False) -> list[str]:
     rows = [f"| `{prefix}{name}` | {cell(type_name(f.annotation))} | {default_cell(f, nested)} | "
-            f"{cell(f.description)} |" for name, f in fields.items()]
+            f"{KINDS.get((f.json_schema_extra or {}).get('kind'), '')}{cell(f.description)} |"
+            for name, f in fields.items()]
     return ["| key | type | default | description |", "|---|---|---|---|", *rows]
 
 

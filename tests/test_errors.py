@@ -96,11 +96,11 @@ CATALOGUE = {
     "wrong delimiter": ("finetune", lambda t: _finetune(t, _file(t, "d.tsv", "text,label\nhi,positive\n").name),
                         [], "is the delimiter right", []),
     "unseen label": ("finetune", lambda t: _finetune(t, None, validation=GOOD + "so so .\tneutral\n"), [],
-                     "validation.tsv row 3: label 'neutral' was not seen in training", []),
+                     "validation.tsv line 4: label 'neutral' was not seen in training", []),
     "empty text cell": ("finetune", lambda t: _finetune(t, _file(t, "n.csv", "text,label\nfine,positive\n,negative\n").name),
-                        [], "n.csv row 2: column 'text' is empty", []),
+                        [], "n.csv line 3: column 'text' is empty", []),
     "too few fields": ("finetune", lambda t: _finetune(t, _file(t, "f.csv", "text,label\nfine,positive\nshort\n").name),
-                       [], "f.csv row 2: column 'label' is empty", []),
+                       [], "f.csv line 3: 1 field where the header has 2", []),
     "no documents": ("pretrain", lambda t: _pretrain_on(t, "\n   \n\n"), [], "has no non-empty documents", []),
     "NSP on one document": ("pretrain", lambda t: _pretrain_on(t, "The food was great. The room was dirty.\n" * 40),
                             ["pretrain.objective=mlm+nsp", "data.document_boundary=file"],
@@ -126,6 +126,27 @@ CATALOGUE = {
     "mistyped metric": ("finetune", lambda t: FINETUNE, ["train.metric_for_best_model=acuracy"],
                         "train.metric_for_best_model: 'acuracy' is not a metric of this run (did you mean accuracy?)",
                         []),
+    "pretraining key in a fine-tuning config": ("finetune", lambda t: FINETUNE, ["data.dedupe=true"],
+                                                "data.dedupe: read by pretraining only, and this is a fine-tuning "
+                                                "config (it has a finetune: section)", []),
+    "fine-tuning key in a pretraining config": ("pretrain", lambda t: PRETRAIN, ["data.label_names=[a,b]"],
+                                                "data.label_names: read by fine-tuning only, and this is a "
+                                                "pretraining config", []),
+    "unknown encoding": ("finetune", lambda t: FINETUNE, ["data.encoding=latin9x"],
+                         "data.encoding: unknown text encoding 'latin9x'", []),
+    "line pattern without a text group": ("finetune", lambda t: FINETUNE,
+                                          ["data.format=lines", r"data.line_pattern=^(?P<label>\S+)$"],
+                                          "data.line_pattern: name the text's group (?P<text>...)", []),
+    "lines without a pattern": ("finetune", lambda t: FINETUNE, ["data.format=lines"],
+                                "data.line_pattern: format: lines reads each line with this regular expression", []),
+    "unknown file type": ("finetune", lambda t: _finetune(t, _file(t, "q.label", "DESC:manner How ?\n").name), [],
+                          "q.label: unsupported file type .label; use .txt, .csv, .tsv, .json, .jsonl, .parquet or "
+                          ".conll, or set data.format", []),
+    "positive label that is no label": ("finetune", lambda t: FINETUNE, ["data.positive_label=maybe"],
+                                        "data.positive_label: 'maybe' is not one of the labels", []),
+    "CoNLL field past the fields": ("finetune", lambda t: _finetune(t, _file(t, "n.conll", "EU B-ORG\n\nhi O\n").name),
+                                    ["finetune.task=token_classification", "data.tag_field=5"],
+                                    "data.tag_field: 5 is past the 2 fields of", []),
     "model folder missing": ("finetune", lambda t: FINETUNE, ["model.name_or_path={tmp}/nowhere"],
                              "model folder not found", []),
     "sequence longer than positions": ("finetune", lambda t: FINETUNE, ["data.max_seq_length=128"],
@@ -260,9 +281,9 @@ def test_skip_bad_rows_drops_and_reports_them(tmp_path):
     result = run_cli("finetune", config, f"output_dir={tmp_path / 'out'}", "train.max_steps=2",
                      "data.skip_bad_rows=true")
     assert result.exit_code == 0, result.output
-    assert ("data.validation_file: skipped 2 of 5 rows" in result.output
-            and "1 x column _ is empty" in result.output and "1 x label _ was not seen in training" in result.output
-            and "label 'neutral' was not seen" in result.output)
+    assert ("data.validation_file: skipped 2 of 5 rows of " in result.output
+            and "validation.tsv: 1 row: column 'text' is empty (line 4); 1 row: label 'neutral' was not seen in "
+                "training (line 5)\n" in result.output), result.output
     import json
 
     assert json.loads((tmp_path / "out" / "eval_results.json").read_text())["num_examples"] == 3

@@ -157,7 +157,8 @@ def test_a_conll_line_with_the_wrong_number_of_fields(tmp_path):
     (tmp_path / "bad.conll").write_text("the\tO\nsoup\tB-ASPECT\n\nwas great\tO\textra\n")
     result = run_cli("finetune", FINETUNE, f"output_dir={tmp_path / 'out'}", f"data.data_dir={tmp_path}",
                      "finetune.task=token_classification", "data.train_file=bad.conll", "data.validation_file=null")
-    assert result.exit_code == 2 and "bad.conll line 4: expected 2 fields" in result.output
+    assert result.exit_code == 2, result.output
+    assert "bad.conll line 4: 4 fields where the file's token lines have 2 (data.skip_bad_rows=true" in result.output
 
 
 @pytest.fixture(scope="module")

@@ -57,6 +57,25 @@ class Config(Section):
         return self
 
     @model_validator(mode="after")
+    def _keys_of_its_kind(self) -> Config:
+        """A data key only the other kind of config reads would be ignored without a word: refuse it."""
+        if self.pretrain is None and self.finetune is None:
+            return self
+        tasks = (self.finetune.tasks or {}) if self.finetune is not None else {}
+        sections = {"data": self.data, **{f"finetune.tasks.{name}.data": task.data for name, task in tasks.items()}}
+        fields = DataSection.model_fields
+        # A resolved config (saved in the run folder) holds every key at its default: those are read by nobody.
+        problems = [f"{prefix}.{key}" for prefix, data in sections.items() for key in sorted(data.model_fields_set)
+                    if (fields[key].json_schema_extra or {}).get("kind", self.kind) != self.kind
+                    and getattr(data, key) != fields[key].default]
+        if problems:
+            reader = "fine-tuning" if self.kind == "pretrain" else "pretraining"
+            this = "a pretraining config (it has a pretrain: section)" if self.kind == "pretrain" \
+                else "a fine-tuning config (it has a finetune: section)"
+            raise ValueError(f"{', '.join(problems)}: read by {reader} only, and this is {this}")
+        return self
+
+    @model_validator(mode="after")
     def _metric_for_best_model(self) -> Config:
         """A metric the run's evaluation reports, checked now rather than at the first evaluation."""
         import difflib

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import codecs
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from llmkit.objectives import USES
 
@@ -17,6 +19,15 @@ def no_as_string(value):
 
 
 Strategy = Annotated[Literal["no", "steps", "epoch"], BeforeValidator(no_as_string)]
+PRETRAINING, FINETUNING = {"kind": "pretrain"}, {"kind": "finetune"}  # keys only that kind of config reads
+PATTERN_GROUPS = ("label", "text", "text_pair")
+
+
+def label_strings(value):
+    """Labels as the file's cells are compared: `{1: World}` names the file's `1`."""
+    if isinstance(value, dict):
+        return {str(k): v for k, v in value.items()}
+    return str(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else value
 
 
 class Section(BaseModel):
@@ -69,14 +80,30 @@ class DataSection(Section):
 
     train_file: str | None = None
     """Training data: .txt (one document per line, see `document_boundary`), .csv, .tsv, .json,
-    .jsonl or .parquet. Pretraining reads `text_column` from tabular files."""
+    .jsonl, .parquet or .conll, or any file with `format` set. Pretraining reads `text_column` from
+    tabular files."""
 
     validation_file: str | None = None
-    """Validation data, same formats. Pretraining splits `validation_split_percentage` off the
-    training data when absent."""
+    """Validation data, same formats. When absent, pretraining holds out `validation_split_percentage`
+    of the training documents, and fine-tuning does so when that key is set."""
 
     test_file: str | None = None
     """Test data, scored by `llmkit evaluate --split test`."""
+
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "lines"] = "auto"
+    """How the data files are read. `auto`: by extension (.csv, .tsv, .json, .jsonl, .parquet, .txt as
+    `text`, .conll/.bio/.iob/.iob2 as `conll`). `text`: one row (`text`) per line. `conll`: `token ... tag`
+    lines, sentences between blank lines (see token_field, tag_field). `lines`: each line read by
+    `line_pattern`. Any extension works with an explicit format (e.g. a `.label` file as `lines`)."""
+
+    encoding: str = "utf-8"
+    """Text encoding of the data files (any Python codec name: `latin-1`, `cp1252`, `utf-16`, ...). A UTF-8
+    byte-order mark is ignored."""
+
+    line_pattern: str | None = None
+    """format: lines: a regular expression with named groups, matched at the start of each line; the groups
+    (`label`, `text`, `text_pair`) become the columns. E.g. `^(?P<label>[A-Z]+):\\S+ (?P<text>.+)$` reads
+    `DESC:manner How did serfdom develop ?`. A line it does not match is a bad row (see skip_bad_rows)."""
 
     header: bool = True
     """Whether a .csv / .tsv file's first row names its columns. `false`: every row is data, and the columns
@@ -96,16 +123,39 @@ class DataSection(Section):
     """Column holding the label of a fine-tuning task: a string or integer class, a float (regression), or
     a list of labels (multi-label)."""
 
-    label_separator: str = Field(",", min_length=1)
+    label_separator: str = Field(",", min_length=1, json_schema_extra=FINETUNING)
     """Multi-label: separator of labels given as one string (`sports,politics`); lists need none."""
 
-    tokens_column: str | int = "tokens"
+    label_names: Annotated[list[str] | dict[str, str] | None, BeforeValidator(label_strings)] = Field(
+        None, json_schema_extra=FINETUNING)
+    """Names for the labels as the file has them, which training, results and the model's `id2label` then
+    use: a list names the labels 0, 1, 2, ... (`[World, Sports]`), a map names each (`{1: World, 2: Sports}`;
+    keys match the file's cells as text). Tags of token classification are named the same way. A label
+    without a name is a bad row."""
+
+    positive_label: Annotated[str | None, BeforeValidator(label_strings)] = Field(None, json_schema_extra=FINETUNING)
+    """Two-class tasks: the label whose F1 is `f1_binary` (as GLUE scores MRPC and QQP). Default: the label
+    named `1`, `positive` or `true`, else the second."""
+
+    tokens_column: str | int = Field("tokens", json_schema_extra=FINETUNING)
     """Token classification: column holding the list of words (CoNLL files are read into `tokens`)."""
 
-    tags_column: str | int = "tags"
+    tags_column: str | int = Field("tags", json_schema_extra=FINETUNING)
     """Token classification: column holding the list of tags, one per word (CoNLL: `tags`)."""
 
-    multi_tag_separator: str | None = None
+    token_field: int = Field(0, json_schema_extra=FINETUNING)
+    """CoNLL: which whitespace-separated field of a line is the token, 0-based (negative: from the end)."""
+
+    tag_field: int = Field(-1, json_schema_extra=FINETUNING)
+    """CoNLL: which field is the tag; default the last (`token POS chunk tag` lines: -1 or 3)."""
+
+    tag_scheme: Literal["auto", "iob1", "iob2", "bioes"] = Field("auto", json_schema_extra=FINETUNING)
+    """Token classification: how tags mark entities. `iob1`: an entity may start with I- (B- only between two
+    of a type); such tags are converted to IOB2 before training. `iob2`: every entity starts with B-.
+    `bioes`: B-/I-/E-/S-, scored strictly. `auto`: BIOES when E-/S- tags occur, else IOB1 is detected (an I-
+    tag that starts an entity) and converted, with a line saying so."""
+
+    multi_tag_separator: str | None = Field(None, json_schema_extra=FINETUNING)
     """Token classification: read a tag that joins several with this separator as its first one
     (WNUT-17's test file tags 297 tokens like `B-creative-work,B-location`; `,` here scores all its
     sentences). Default: such a tag is a label training never saw, which stops the run."""
@@ -114,9 +164,10 @@ class DataSection(Section):
     """Tokens per example: longer inputs are truncated; pretraining packs text into blocks of this length."""
 
     skip_bad_rows: bool = False
-    """Fine-tuning: drop rows with an empty text/label, a label training never saw, a non-numeric
-    regression target or unequal token/tag counts, and report how many and why. Off: the first such
-    row stops the run, named."""
+    """Drop bad rows and report how many, why and on which lines: a line the format cannot read (too many or
+    too few fields, not JSON, not matching line_pattern) and, fine-tuning, an empty text/label, a label
+    training never saw, a non-numeric regression target or unequal token/tag counts. Off: the first bad
+    row stops the run, named by its line."""
 
     max_train_samples: int | None = Field(None, ge=1)
     """Use only the first N training rows (documents when pretraining), for quick runs."""
@@ -124,19 +175,21 @@ class DataSection(Section):
     max_eval_samples: int | None = Field(None, ge=1)
     """Use only the first N validation/test rows."""
 
-    document_boundary: Literal["line", "blank_line", "file", "sentence"] = "line"
+    document_boundary: Literal["line", "blank_line", "file", "sentence"] = Field("line", json_schema_extra=PRETRAINING)
     """What one document is in a .txt file: a `line`, a block of lines between blank lines
     (`blank_line`, as in WikiText), the whole `file`, or a `sentence` (each line split after . ! or ?
     before a capital or digit: plain sentences for contrastive pretraining). Packed blocks mark
     document ends with the separator token."""
 
-    negative_column: str | int | None = None
+    negative_column: str | int | None = Field(None, json_schema_extra=PRETRAINING)
     """Supervised contrastive pretraining: column of a hard negative for each (text, text_pair) pair."""
 
-    validation_split_percentage: float = Field(5.0, ge=0, lt=50)
-    """Pretraining: share of documents held out for validation when no validation_file is given."""
+    validation_split_percentage: float | None = Field(None, ge=0, lt=50)
+    """Share (%) of the training file held out for validation when no validation_file is given. Pretraining
+    holds out documents, 5% unless set. Fine-tuning holds out rows only when set, stratified by label
+    for single-label classification and seeded by `seed`."""
 
-    dedupe: bool = False
+    dedupe: bool = Field(False, json_schema_extra=PRETRAINING)
     """Pretraining: drop exact duplicate documents (after stripping whitespace)."""
 
     preprocessing_num_workers: int | None = Field(None, ge=1)
@@ -149,6 +202,43 @@ class DataSection(Section):
     input files' content and the settings; shared by runs with different output_dirs. Default:
     $LLMKIT_CACHE_DIR, else ~/.cache/llmkit."""
 
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r} (e.g. utf-8, latin-1, cp1252, utf-16)") from None
+        return value
+
+    @field_validator("line_pattern")
+    @classmethod
+    def _pattern(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            groups = list(re.compile(value).groupindex)
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        if "text" not in groups:
+            raise ValueError("name the text's group (?P<text>...), and the others: " + ", ".join(PATTERN_GROUPS))
+        return value
+
+    @field_validator("label_names")
+    @classmethod
+    def _names(cls, value):
+        names = list(value.values()) if isinstance(value, dict) else value
+        if value is not None and len(set(names)) < len(names):
+            raise ValueError(f"a name is given twice: {names}")
+        return value
+
+    @model_validator(mode="after")
+    def _format(self) -> DataSection:
+        if (self.format == "lines") != (self.line_pattern is not None):
+            raise ValueError("line_pattern: format: lines reads each line with this regular expression; set both or "
+                             "neither")
+        return self
 
     @model_validator(mode="after")
     def _column_indices(self) -> DataSection:

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from llmkit.config import Config, DataSection
 
 SPLIT_SEED = 0  # the held-out validation documents do not change with the training seed
+PRETRAINING_VALIDATION_PERCENTAGE = 5.0  # data.validation_split_percentage unset
 CORPUS_FORMAT = 2  # 2: streamed Arrow files; bump when the layout changes, so old caches are rebuilt
 BATCH_CHARS = 1 << 20  # text tokenized per batch: big enough to keep every core busy, small in memory
 BATCH_DOCUMENTS = 1000
@@ -102,14 +103,20 @@ def _fingerprint(d: DataSection, layout: CorpusLayout, paths: list[str | None], 
     settings = {
         "version": [FORMAT_VERSION, CORPUS_FORMAT],
         "files": fingerprint_files(paths),
-        "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary,
-                 d.validation_split_percentage, d.dedupe, d.header, d.column_names],
+        "data": [d.text_column, d.max_seq_length, d.max_train_samples, d.document_boundary, held_out_percentage(d),
+                 d.dedupe, d.header, d.column_names, d.format, d.encoding, d.line_pattern, d.skip_bad_rows],
         "whole_words": layout.whole_words,
         "causal": layout.causal,
         "pairs": layout.pair_task,
         "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def held_out_percentage(data: DataSection) -> float:
+    """The share of documents pretraining holds out for validation when there is no validation_file."""
+    return PRETRAINING_VALIDATION_PERCENTAGE if data.validation_split_percentage is None \
+        else data.validation_split_percentage
 
 
 def _tokenizer_identity(cfg: Config):
@@ -129,8 +136,8 @@ def _build(cfg: Config, layout: CorpusLayout, train_path: str, validation_path: 
     data, limit = cfg.data, cfg.data.max_train_samples
     count = sum(1 for _ in documents(data, train_path, "data.train_file", limit))
     held_out: set[int] = set()
-    if validation_path is None and cfg.data.validation_split_percentage > 0 and count >= 2:
-        size = max(1, round(count * cfg.data.validation_split_percentage / 100))
+    if validation_path is None and held_out_percentage(data) > 0 and count >= 2:
+        size = max(1, round(count * held_out_percentage(data) / 100))
         held_out = set(random.Random(SPLIT_SEED).sample(range(count), size))
 
     def split(keep_held_out: bool) -> Callable[[], Iterator[str]]:

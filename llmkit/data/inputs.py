@@ -9,7 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmkit.data.files import TEXT_SUFFIXES, read_table, require_columns
+from llmkit.data.bad_rows import usable_rows
+from llmkit.data.files import file_format, read_table, require_columns
+from llmkit.data.formats import open_text
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
@@ -21,8 +23,8 @@ KEY = "--input"
 def input_chunks(path: str, family, data: DataSection, size: int) -> Iterator[list[dict]]:
     """Lists of at most `size` examples, in input order; fails on an input with no text at all."""
     empty = True
-    examples = _lines(path, family, data) if path == "-" or Path(path).suffix.lower() in TEXT_SUFFIXES \
-        else _rows(path, family.input_fields(data), size, data)
+    fmt = "text" if path == "-" else file_format(path) or data.format  # by extension first: texts to label
+    examples = _lines(path, family, data) if fmt == "text" else _rows(path, fmt, family.input_fields(data), size, data)
     chunk = []
     for example in examples:
         chunk.append(example)
@@ -42,22 +44,24 @@ def _lines(path: str, family, data: DataSection) -> Iterator[dict]:
                           ".jsonl/.csv/.tsv file with those columns")
     if path != "-" and not Path(path).is_file():
         raise LlmkitError(f"{KEY}: file not found: {path}")
-    stream = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    stream = sys.stdin if path == "-" else open_text(path, data.encoding)
     number = 0
     try:
         for number, line in enumerate(stream, start=1):
             if line.strip():
                 yield family.from_line(line.strip())
     except UnicodeDecodeError as e:
-        raise LlmkitError(f"{KEY}: {path} line {number + 1}: not UTF-8 text ({e.reason})") from None
+        raise LlmkitError(f"{KEY}: {path} line {number + 1}: not {data.encoding} text ({e.reason}); set "
+                          "data.encoding to the file's encoding") from None
     finally:
         if stream is not sys.stdin:
             stream.close()
 
 
-def _rows(path: str, fields: dict[str, str], size: int, data: DataSection) -> Iterator[dict]:
-    dataset = read_table(data, path, KEY)  # headerless like the training data when data.header is false
-    require_columns(dataset, list(fields.values()), path, KEY)
+def _rows(path: str, fmt: str, fields: dict[str, str], size: int, data: DataSection) -> Iterator[dict]:
+    # headerless like the training data when data.header is false
+    dataset = usable_rows(data, read_table(data, path, KEY, fmt), path, KEY)
+    require_columns(dataset, list(fields.values()), path, KEY, data)
     for batch in dataset.select_columns(list(fields.values())).iter(batch_size=size):
         columns = {field: batch[column] for field, column in fields.items()}
         for j in range(len(next(iter(columns.values())))):

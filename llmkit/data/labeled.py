@@ -6,10 +6,10 @@ cell is read; this module only reads, counts and reports, the same for every tas
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from llmkit.console import say
+from llmkit.data.bad_rows import usable_rows
 from llmkit.data.files import first_rows, read_table, require_columns
 from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
@@ -18,46 +18,67 @@ if TYPE_CHECKING:
     from llmkit.config import DataSection
 
 
-def read_split(data: DataSection, split: str, task_class, task: str | None = None):
+def read_split(data: DataSection, split: str, task_class, task: str | None = None, seed: int = 0):
     """(rows, path, key) of a split (`train`, `validation`, `test`), the first N rows only when configured.
+    With data.validation_split_percentage (and no validation_file) the validation rows are a seeded share of
+    the training file's, stratified by label for a task that has one label per row, and not trained on.
     `task`: the name of a multi-task run's task, which errors then name."""
-    key = split_key(split, task)
-    path = split_file(data, split)
+    held_out = has_held_out(data) and split in ("train", "validation")
+    source = "train" if held_out else split
+    key, path = split_key(source, task), split_file(data, source)
     if path is None:
         raise LlmkitError(f"{key}: required for this stage")
     dataset = read_table(data, path, key)
-    require_columns(dataset, task_class.text_columns(data) + [task_class.label_column(data)], path, key)
+    require_columns(dataset, task_class.text_columns(data) + [task_class.label_column(data)], path, key, data)
+    if held_out:
+        dataset = _held_out(data, dataset, task_class, seed, split, key)
     dataset = first_rows(dataset, data.max_train_samples if split == "train" else data.max_eval_samples)
-    return task_class.normalized(data, dataset), path, key
+    return task_class.normalized(data, dataset, key), path, key
+
+
+def has_held_out(data: DataSection) -> bool:
+    """Validation rows are held out of the training file (fine-tuning, data.validation_split_percentage)."""
+    return data.validation_file is None and bool(data.validation_split_percentage)
+
+
+def has_validation(data: DataSection) -> bool:
+    return data.validation_file is not None or has_held_out(data)
+
+
+def _held_out(data: DataSection, dataset, task_class, seed: int, split: str, key: str):
+    """The training file's rows of `split`: all but a seeded share (train) or that share (validation)."""
+    from collections import Counter
+
+    from sklearn.model_selection import train_test_split
+
+    labels = [str(v) for v in dataset[task_class.label_column(data)]] if task_class.stratified else None
+    share = data.validation_split_percentage / 100
+    size = max(1, round(len(dataset) * share))
+    if len(dataset) < 2:
+        raise LlmkitError(f"{key}: data.validation_split_percentage holds out rows of a file of {len(dataset)}")
+    counts = Counter(labels or ())
+    stratify = labels if labels and min(counts.values()) >= 2 and size >= len(counts) else None
+    train, validation = train_test_split(range(len(dataset)), test_size=size, random_state=seed, stratify=stratify)
+    if split == "train":
+        how = "stratified by label" if stratify else "at random" + (
+            " (a label with one row, or fewer held-out rows than labels, rules out stratifying)" if labels else "")
+        say(f"{key}: {size} of {len(dataset)} rows held out for validation ({data.validation_split_percentage:g}%, "
+            f"{how}, seed {seed})")
+    return dataset.select(sorted(train if split == "train" else validation))
 
 
 def check_rows(data: DataSection, dataset, task_class, label2id: dict[str, int] | None, path: str, key: str):
-    """Rows a task cannot use (empty cells, labels training never saw, non-numeric targets, token/tag
-    counts that differ) stop the run naming the first one, or with data.skip_bad_rows are dropped
-    and reported with their count and reasons. Call with label2id=None on the training split."""
-    from collections import Counter
-
+    """Rows a task cannot use (a bad line, empty cells, labels training never saw, non-numeric targets,
+    token/tag counts that differ) stop the run naming the first one's line, or with data.skip_bad_rows are
+    dropped and reported (llmkit.data.bad_rows). Call with label2id=None on the training split."""
     label = task_class.label_column(data)
     columns = [c for c in task_class.text_columns(data) + [label] if c in dataset.column_names]
-    bad: dict[int, str] = {}
-    for row, values in enumerate(_rows(dataset.select_columns(columns))):
-        reason = next((f"column {c!r} is empty" for c in columns if values[c] is None or values[c] == ""), None)
-        if reason is None and label in values:
-            reason = task_class.row_problem(data, values, label2id)
-        if reason is not None:
-            if not data.skip_bad_rows:
-                raise LlmkitError(f"{key}: {path} row {row + 1}: {reason} (data.skip_bad_rows=true skips such rows)")
-            bad[row] = reason
-    if not bad:
-        return dataset
-    kinds = Counter(re.sub(r"'[^']*'|\d+", "_", reason.split(" (")[0]) for reason in bad.values())
-    examples = list(dict.fromkeys(reason.split(" (")[0] for reason in bad.values()))[:3]
-    say(f"{key}: skipped {len(bad)} of {len(dataset)} rows of {path}: "
-        + "; ".join(f"{n} x {kind}" for kind, n in kinds.most_common())
-        + f" (first: row {min(bad) + 1}; e.g. {'; '.join(examples)})")
-    if len(bad) == len(dataset):
-        raise LlmkitError(f"{key}: {path}: every row was skipped")
-    return dataset.select([i for i in range(len(dataset)) if i not in bad])
+
+    def problem(values: dict) -> str | None:
+        empty = next((f"column {c!r} is empty" for c in columns if values[c] is None or values[c] == ""), None)
+        return empty or (task_class.row_problem(data, values, label2id) if label in values else None)
+
+    return usable_rows(data, dataset, path, key, problem, columns)
 
 
 def label_list(data: DataSection, value) -> list[str]:
@@ -66,9 +87,3 @@ def label_list(data: DataSection, value) -> list[str]:
         return [str(v) for v in value]
     return [part.strip() for part in str(value).split(data.label_separator) if part.strip()]
 
-
-def _rows(dataset, batch_size: int = 1000):
-    for batch in dataset.iter(batch_size=batch_size):
-        columns = list(batch)
-        for j in range(len(batch[columns[0]])):
-            yield {c: batch[c][j] for c in columns}

@@ -8,11 +8,10 @@ positive's `pair_input_ids` and a hard negative's `negative_input_ids`.
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmkit.data.corpus import documents
-from llmkit.data.files import TEXT_SUFFIXES, first_rows, read_table, require_columns
+from llmkit.data.files import first_rows, is_text, read_rows, require_columns
 from llmkit.errors import LlmkitError
 from llmkit.paths import split_file, split_key
 
@@ -41,7 +40,7 @@ def sentence_rows(data: DataSection, split: str, tokenizer, required: bool = Tru
             raise LlmkitError(f"{key}: required for contrastive pretraining on the {split} split")
         return None
     columns = views(data)
-    if Path(path).suffix.lower() in TEXT_SUFFIXES:
+    if is_text(data, path):
         if len(columns) > 1:
             raise LlmkitError(f"{key}: {path} is plain text, but data.text_pair_column / negative_column name "
                               "columns of a pairs file (.jsonl, .csv, .tsv, .parquet)")
@@ -51,8 +50,8 @@ def sentence_rows(data: DataSection, split: str, tokenizer, required: bool = Tru
             "data": data, "path": path, "key": key, "version": (stat.st_size, stat.st_mtime_ns)})
         columns = {"input_ids": "text"}
     else:
-        rows = read_table(data, path, key)
-        require_columns(rows, list(columns.values()), path, key)
+        rows = read_rows(data, path, key)
+        require_columns(rows, list(columns.values()), path, key, data)
     wanted = list(columns.values())
     rows = rows.select_columns(wanted).filter(
         lambda batch: [all(str(batch[c][i] or "").strip() for c in wanted) for i in range(len(batch[wanted[0]]))],

@@ -10,6 +10,7 @@ A family is one class; the stages, the training loop and evaluation use nothing 
     family.loss(module, batch)           (summed loss, count)
     family.eval_outputs(module, batch)   per-example results, gathered over processes
     family.metrics(loss_sum, count, outputs)
+    family.prediction_records(outputs)   `evaluate --save-predictions`' rows (a task's inputs, gold, predicted)
     family.predict(model, examples, run) a chunk of `infer` inputs -> the JSON rows it writes, in order
     Family.evaluation(cfg, split, ...)   `llmkit evaluate`'s scores  |  Family.predictor(...): `infer`'s
 
@@ -64,6 +65,7 @@ class Family:
     pipeline_task: ClassVar[str]
     unused_parameters: ClassVar[bool] = False  # DDP must expect parameters that get no gradient in a step
     metric_names: ClassVar[tuple[str, ...]] = ("loss",)  # the scalars its evaluation reports (num_examples aside)
+    example_predictions: ClassVar[bool] = False  # evaluate --save-predictions writes its per-example records
 
     cfg: Config
     tokenizer: Any
@@ -74,6 +76,10 @@ class Family:
     def eval_outputs(self, module, batch) -> list:
         return []
 
+    def prediction_records(self, outputs: list) -> list[dict]:
+        """Per-example records of the evaluated split (example_predictions families)."""
+        raise NotImplementedError
+
     # ------------------------------------------------------------------ evaluate and infer
 
     @classmethod
@@ -82,16 +88,23 @@ class Family:
         raise NotImplementedError
 
     @classmethod
-    def evaluation(cls, cfg: Config, split: str, source: str, tokenizer, accelerator, task: str | None = None) -> dict:
+    def evaluation(cls, cfg: Config, split: str, source: str, tokenizer, accelerator, task: str | None = None,
+                   predictions: list | None = None) -> dict:
         """`llmkit evaluate`: the loss and metrics of the trained model on a split, every metric it has.
-        `task`: the name of a multi-task run's task, which messages then name."""
+        `task`: the name of a multi-task run's task, which messages then name. `predictions`: where a task puts
+        its per-example records (inputs, gold, predicted, score); a family without them refuses."""
         from llmkit.evaluation import evaluate
 
+        refuse_predictions(cls, predictions)
         family, model = cls.trained(cfg, source, tokenizer, cls.model_kind, thorough=True)
         with accelerator.main_process_first():
             data = family.evaluation_data(split, task)
-        return evaluate(accelerator, accelerator.prepare(family.wrap(model)), family, data,
-                        cfg.train.per_device_eval_batch_size)
+        outputs = [] if predictions is not None else None
+        results = evaluate(accelerator, accelerator.prepare(family.wrap(model)), family, data,
+                           cfg.train.per_device_eval_batch_size, outputs)
+        if predictions is not None:
+            predictions.extend(family.prediction_records(outputs))
+        return results
 
     def evaluation_data(self, split: str, task: str | None = None):
         raise NotImplementedError
@@ -141,6 +154,15 @@ class Family:
                     run: PredictRun) -> list[dict]:
         """One prediction per row of the batch `ids` (logits as the model returns them)."""
         raise NotImplementedError
+
+
+def refuse_predictions(family: type, predictions: list | None) -> None:
+    """--save-predictions of a family whose evaluation has no per-example records: one clear line, before any work."""
+    if predictions is not None and not family.example_predictions:
+        from llmkit.errors import LlmkitError
+
+        raise LlmkitError(f"--save-predictions: per-example predictions are a fine-tuned task's; {family.__name__} "
+                          "scores its split as a whole")
 
 
 def token_logits(logits, input_ids):

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 
 from llmkit.data.batching import pad_inputs
 from llmkit.data.labeled import label_list
+from llmkit.errors import LlmkitError
 from llmkit.objectives.base import ModelKind, mean_loss, model_inputs
 from llmkit.objectives.task import Task
 
@@ -26,8 +27,23 @@ class SequenceClassification(Task):
     pipeline_task = "text-classification"
     peft_task_type = "SEQ_CLS"
     problem_type = "single_label_classification"
+    stratified = True
     metric_names = ("loss", "accuracy", "precision", "recall", "f1", "precision_micro", "recall_micro", "f1_micro",
-                    "mcc")
+                    "mcc", "f1_binary")  # f1_binary: two-class tasks
+    POSITIVE_NAMES = ("1", "positive", "true", "yes")
+
+    def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
+        super().__init__(cfg, tokenizer, id2label)
+        self.positive = self.positive_class() if len(id2label) == 2 else None
+
+    def positive_class(self) -> int:
+        """The id of data.positive_label, else of a label named 1 / positive / true / yes, else 1."""
+        chosen = self.data.positive_label
+        if chosen is not None and chosen not in self.label2id:
+            raise LlmkitError(f"data.positive_label: {chosen!r} is not one of the labels {list(self.label2id)}")
+        if chosen is not None:
+            return self.label2id[chosen]
+        return next((i for name, i in self.label2id.items() if name.lower() in self.POSITIVE_NAMES), 1)
 
     def targets(self, values: list) -> list:
         """The label column's values as the `labels` the loss reads."""
@@ -67,14 +83,20 @@ class SequenceClassification(Task):
         return F.cross_entropy(self.logits(module, batch), batch["labels"], reduction="sum"), self.count(batch)
 
     def eval_outputs(self, module, batch) -> list:
-        predictions = self.logits(module, batch).argmax(-1)
-        return list(zip(predictions.tolist(), batch["labels"].tolist()))
+        """(predicted id, gold id, the predicted label's probability) per example."""
+        scores, predictions = self.logits(module, batch).softmax(-1).max(-1)
+        return list(zip(predictions.tolist(), batch["labels"].tolist(), scores.tolist()))
+
+    def prediction_record(self, output) -> dict:
+        predicted, gold, score = output
+        return {"gold": self.id2label[gold], "predicted": self.id2label[predicted], "score": score}
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
         from llmkit.metrics import classification_metrics
 
-        predictions, labels = zip(*outputs) if outputs else ((), ())
-        return {"loss": mean_loss(loss_sum, count), **classification_metrics(labels, predictions, self.id2label)}
+        predictions, labels = ([o[0] for o in outputs], [o[1] for o in outputs])
+        return {"loss": mean_loss(loss_sum, count),
+                **classification_metrics(labels, predictions, self.id2label, self.positive)}
 
     def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
         results = []
@@ -89,6 +111,7 @@ class Regression(SequenceClassification):
     """One number per text (or pair), e.g. STS-B similarity: mean squared error."""
 
     problem_type = "regression"
+    stratified = False
     metric_names = ("loss", "pearson", "spearman", "mse")
     PLOTTED = 5000  # examples whose (gold, predicted) pair goes into the results, for the report's scatter
 
@@ -115,6 +138,10 @@ class Regression(SequenceClassification):
     def eval_outputs(self, module, batch) -> list:
         return list(zip(self.logits(module, batch).squeeze(-1).tolist(), batch["labels"].tolist()))
 
+    def prediction_record(self, output) -> dict:
+        predicted, gold = output
+        return {"gold": gold, "predicted": predicted}
+
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
         from llmkit.metrics import regression_metrics
 
@@ -131,6 +158,7 @@ class MultiLabelClassification(SequenceClassification):
     per label (binary cross-entropy), finetune.threshold decides."""
 
     problem_type = "multi_label_classification"
+    stratified = False
     metric_names = ("loss", "accuracy", "precision", "recall", "f1", "precision_micro", "recall_micro", "f1_micro")
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
@@ -140,6 +168,15 @@ class MultiLabelClassification(SequenceClassification):
     @classmethod
     def labels_of(cls, data, value) -> list[str]:
         return label_list(data, value)
+
+    @classmethod
+    def normalized(cls, data, rows, key: str):
+        """A cell of labels joined by data.label_separator becomes their list before they are named."""
+        column = data.label_column
+        if data.label_names is not None and column in rows.column_names:
+            rows = rows.map(lambda batch: {column: [None if v is None else label_list(data, v) for v in batch[column]]},
+                            batched=True)
+        return super().normalized(data, rows, key)
 
     def targets(self, values: list) -> list:
         targets = []
@@ -159,6 +196,11 @@ class MultiLabelClassification(SequenceClassification):
     def eval_outputs(self, module, batch) -> list:
         predicted = (self.logits(module, batch).sigmoid() > self.threshold).int()
         return list(zip(predicted.tolist(), batch["labels"].int().tolist()))
+
+    def prediction_record(self, output) -> dict:
+        predicted, gold = output
+        return {"gold": [self.id2label[i] for i, hot in enumerate(gold) if hot],
+                "predicted": [self.id2label[i] for i, hot in enumerate(predicted) if hot]}
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
         from llmkit.metrics import multilabel_metrics

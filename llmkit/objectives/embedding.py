@@ -5,11 +5,11 @@ Pearson of their cosine, e.g. STS-B) and zero-shot labels by classification metr
 
 from __future__ import annotations
 
-from llmkit.data.files import first_rows, read_table, require_columns
+from llmkit.data.files import first_rows, read_rows, require_columns
 from llmkit.embeddings import Embedder, ZeroShot
 from llmkit.errors import LlmkitError
 from llmkit.metrics import classification_metrics, regression_metrics
-from llmkit.objectives.base import Family
+from llmkit.objectives.base import Family, refuse_predictions
 from llmkit.paths import split_file, split_key
 
 
@@ -21,16 +21,18 @@ class Use(Family):
         key, path = split_key(split), split_file(cfg.data, split)
         if path is None:
             raise LlmkitError(f"{key}: required to evaluate on the {split} split")
-        rows = read_table(cfg.data, path, key)
-        require_columns(rows, columns, path, key)
+        rows = read_rows(cfg.data, path, key)
+        require_columns(rows, columns, path, key, cfg.data)
         return first_rows(rows, cfg.data.max_eval_samples), path, key
 
 
 class SentenceEmbedding(Use):
     @classmethod
-    def evaluation(cls, cfg, split: str, source: str, tokenizer, accelerator, task: str | None = None) -> dict:
+    def evaluation(cls, cfg, split: str, source: str, tokenizer, accelerator, task: str | None = None,
+                   predictions: list | None = None) -> dict:
         import torch
 
+        refuse_predictions(cls, predictions)
         d = cfg.data
         if d.text_pair_column is None:
             raise LlmkitError("data.text_pair_column: evaluating embeddings scores sentence pairs; name the second "
@@ -51,7 +53,9 @@ class SentenceEmbedding(Use):
 
 class ZeroShotClassification(Use):
     @classmethod
-    def evaluation(cls, cfg, split: str, source: str, tokenizer, accelerator, task: str | None = None) -> dict:
+    def evaluation(cls, cfg, split: str, source: str, tokenizer, accelerator, task: str | None = None,
+                   predictions: list | None = None) -> dict:
+        refuse_predictions(cls, predictions)
         d, names = cfg.data, list(cfg.infer.labels)
         rows, path, key = cls.labelled_rows(cfg, split, [d.text_column, d.label_column])
         gold = [str(v) for v in rows[d.label_column]]

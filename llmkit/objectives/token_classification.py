@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 
 from llmkit.data.batching import pad, pad_inputs
+from llmkit.console import say
 from llmkit.data.labeled import label_list
 from llmkit.errors import LlmkitError
 from llmkit.objectives.base import IGNORE_INDEX, ModelKind, mean_loss, model_inputs, token_logits
@@ -31,6 +32,10 @@ class TokenClassification(Task):
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         super().__init__(cfg, tokenizer, id2label)
         self.outside = self.label2id.get(OUTSIDE)
+        bioes = any(name.startswith(("E-", "S-")) for name in self.label2id)
+        # seqeval's default (conlleval's rules) reads IOB1 and IOB2 alike; BIOES is scored by its own rules
+        self.strict_scheme = "BIOES" if cfg.data.tag_scheme == "bioes" or (cfg.data.tag_scheme == "auto" and bioes) \
+            else None
         # B-X -> I-X, for finetune.label_all_tokens
         self.inside = {i: self.label2id.get("I-" + name[2:], i) for name, i in self.label2id.items()
                        if name.startswith("B-")}
@@ -48,12 +53,25 @@ class TokenClassification(Task):
         return label_list(data, value)
 
     @classmethod
-    def normalized(cls, data, rows):
-        """With data.multi_tag_separator, a tag joining several (`B-creative-work,B-location`) is its first."""
+    def normalized(cls, data, rows, key: str):
+        """With data.multi_tag_separator, a tag joining several (`B-creative-work,B-location`) is its first;
+        tags are named (data.label_names), then IOB1 tags become IOB2 (data.tag_scheme)."""
         separator, column = data.multi_tag_separator, data.tags_column
-        if separator is None or column not in rows.column_names:
+        if column not in rows.column_names:
             return rows
-        return rows.map(lambda row: {column: [str(t).split(separator)[0] for t in row[column]]})
+        if separator is not None:
+            rows = rows.map(lambda batch: {column: [None if tags is None else [str(t).split(separator)[0] for t in tags]
+                                                    for tags in batch[column]]}, batched=True)
+        rows = super().normalized(data, rows, key)
+        if data.tag_scheme not in ("auto", "iob1"):
+            return rows
+        starts = sum(iob1_starts(tags) for tags in rows[column] if tags)
+        if starts == 0:
+            return rows
+        keep = "data.tag_scheme: iob2 keeps them as they are" if data.tag_scheme == "auto" else "data.tag_scheme: iob1"
+        say(f"{key}: tags are IOB1 ({starts} entities start with I-): read as IOB2, each entity starting with B- "
+            f"({keep})")
+        return rows.map(lambda batch: {column: [tags and iob2(tags) for tags in batch[column]]}, batched=True)
 
     @classmethod
     def row_problem(cls, data, values: dict, label2id) -> str | None:
@@ -140,11 +158,15 @@ class TokenClassification(Task):
             outputs.append(([self.id2label[t] for t in words], [self.id2label[t] for t in gold]))
         return outputs
 
+    def prediction_record(self, output) -> dict:
+        predicted, gold = output
+        return {"gold": gold, "predicted": predicted}
+
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
         from llmkit.metrics import entity_metrics
 
         predictions, labels = zip(*outputs) if outputs else ((), ())
-        return {"loss": mean_loss(loss_sum, count), **entity_metrics(list(labels), list(predictions))}
+        return {"loss": mean_loss(loss_sum, count), **entity_metrics(list(labels), list(predictions), self.strict_scheme)}
 
     def encode_inputs(self, examples: list[dict]):
         return self.tokenizer([e["tokens"] for e in examples], is_split_into_words=True, truncation=True,
@@ -158,6 +180,21 @@ class TokenClassification(Task):
             tags = word_tags(word_ids, predicted[row], len(examples[i]["tokens"]), self.outside)
             results.append({"tags": [OUTSIDE if t is None else self.id2label[t] for t in tags]})
         return results
+
+
+def iob1_starts(tags: list[str]) -> int:
+    """How many entities start with an I- tag (IOB1: B- only where an entity follows one of its type)."""
+    return sum(1 for previous, tag in zip([OUTSIDE, *tags], tags) if _starts_with_inside(previous, tag))
+
+
+def iob2(tags: list[str]) -> list[str]:
+    """IOB1 tags as IOB2: every entity starts with B-."""
+    return ["B-" + tag[2:] if _starts_with_inside(previous, tag) else tag
+            for previous, tag in zip([OUTSIDE, *tags], tags)]
+
+
+def _starts_with_inside(previous: str, tag: str) -> bool:
+    return tag.startswith("I-") and previous[2:] != tag[2:]
 
 
 def word_tags(word_ids: list[int], predicted: list[int], num_words: int, default):

@@ -13,6 +13,7 @@ from pathlib import Path
 from llmkit.config import Config
 from llmkit.console import say
 from llmkit.data.files import iter_texts
+from llmkit.data.labeled import has_validation
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
 from llmkit.modeling import apply_method, build_model, load_trained
 from llmkit.multitask import share_encoder
@@ -59,7 +60,7 @@ def run(cfg: Config, config_path: str) -> dict:
 def _task(cfg: Config, name: str | None, task_class, rows, tokenizer, proportion: float | None) -> Task:
     """The task with its labels numbered from the training rows, its encoded training and validation data."""
     family = task_class(cfg, tokenizer, task_class.label_vocabulary(cfg.data, rows))
-    eval_data = family.evaluation_data("validation", task=name) if cfg.data.validation_file else None
+    eval_data = family.evaluation_data("validation", task=name) if has_validation(cfg.data) else None
     return Task(family, family.encode(rows), eval_data, name, proportion)
 
 
