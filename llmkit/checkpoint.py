@@ -21,6 +21,7 @@ from llmkit.errors import LlmkitError
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
+FINGERPRINT_FILE = "fingerprint.json"  # what the run was (llmkit.resume): compared when it is resumed
 
 
 def checkpoints(output_dir: Path) -> list[Path]:
@@ -119,8 +120,8 @@ def _staging(output_dir: Path, name: str, accelerator) -> Path:
     return staging
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: dict, output_dir: Path,
-                    save_total_limit: int | None) -> Path:
+def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: dict, fingerprint: dict,
+                    output_dir: Path, save_total_limit: int | None) -> Path:
     import torch
 
     name = f"checkpoint-{state['global_step']}"
@@ -133,6 +134,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: 
             torch.save(scheduler.state_dict(), staging / "scheduler.pt")
             if accelerator.scaler is not None:
                 torch.save(accelerator.scaler.state_dict(), staging / "scaler.pt")
+            (staging / FINGERPRINT_FILE).write_text(json.dumps(fingerprint, indent=2) + "\n")
             (staging / STATE_FILE).write_text(json.dumps(state, indent=2) + "\n")  # last: marks it complete
     except OSError as e:
         if accelerator.is_main_process:
@@ -154,10 +156,13 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, state: 
 
 
 def load_checkpoint(accelerator, folder: Path, optimizer, scheduler) -> dict:
-    """Optimizer, scheduler and scaler states from `folder`; returns its trainer state. (The weights
-    are loaded by the caller when it builds the model from the checkpoint folder.)"""
-    optimizer.load_state_dict(_load_state(folder / "optimizer.pt"))
-    scheduler.load_state_dict(_load_state(folder / "scheduler.pt"))
+    """Optimizer, scheduler and scaler states from `folder` (the optimizer's or the scheduler's is left out when
+    None is given for it); returns its trainer state. (The weights are loaded by the caller when it builds the
+    model from the checkpoint folder.)"""
+    if optimizer is not None:
+        optimizer.load_state_dict(_load_state(folder / "optimizer.pt"))
+    if scheduler is not None:
+        scheduler.load_state_dict(_load_state(folder / "scheduler.pt"))
     if accelerator.scaler is not None and (folder / "scaler.pt").exists():
         accelerator.scaler.load_state_dict(_load_state(folder / "scaler.pt"))
     return json.loads((folder / STATE_FILE).read_text())

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import traceback
@@ -25,6 +26,9 @@ CONFIG = typer.Argument(..., help="Experiment config (YAML).", show_default=Fals
 OVERRIDES = typer.Argument(None, help="key.sub=value overrides, e.g. train.learning_rate=1e-4", show_default=False,
                            autocompletion=complete_override)
 DEBUG = typer.Option(False, "--debug", help="Show the full traceback of an error.")
+SEEDS = typer.Option(None, "--seeds", metavar="S1,S2,...", show_default=False,
+                     help="One run per seed, in output_dir/seed-<s>/, then each metric's mean, std and 95% interval "
+                          "over them in output_dir/seeds.json and seeds.md.")
 
 
 def _run(stage: str, config: Path, overrides: Optional[list[str]], debug: bool, action) -> None:
@@ -32,16 +36,32 @@ def _run(stage: str, config: Path, overrides: Optional[list[str]], debug: bool, 
 
     _quiet_libraries(debug)
     try:
-        cfg = load_config(config, overrides or [], stage=stage)
-        action(cfg)
+        with one_line_errors(debug):
+            action(load_config(config, overrides or [], stage=stage))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+@contextlib.contextmanager
+def one_line_errors(debug: bool):
+    """A user's error (LlmkitError) becomes one `error: ...` line and its exit code; --debug adds the traceback."""
+    try:
+        yield
     except LlmkitError as e:
         if debug:
             traceback.print_exc()
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(e.exit_code) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+
+
+def _each_seed(seeds: Optional[str], run):
+    """The stage's run, or with --seeds one run per seed (llmkit.seeds); a bad --seeds is an error like a config's."""
+    if seeds is None:
+        return run
+    from llmkit.seeds import parse_seeds, run_seeds
+
+    return lambda cfg: run_seeds(cfg, parse_seeds(seeds), run)
 
 
 def _quiet_libraries(debug: bool) -> None:
@@ -70,21 +90,23 @@ def preprocess(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES
 
 
 @app.command()
-def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, debug: bool = DEBUG):
+def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, seeds: Optional[str] = SEEDS,
+             debug: bool = DEBUG):
     """Pretrain with a self-supervised objective (pretrain.objective: mlm, mlm+nsp, mlm+sop, clm, contrastive);
     preprocesses first if needed."""
     from llmkit.stages import pretrain as stage
 
-    _run("pretrain", config, overrides, debug, lambda cfg: stage.run(cfg, str(config)))
+    _run("pretrain", config, overrides, debug, _each_seed(seeds, lambda cfg: stage.run(cfg, str(config))))
 
 
 @app.command()
-def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, debug: bool = DEBUG):
+def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, seeds: Optional[str] = SEEDS,
+             debug: bool = DEBUG):
     """Fine-tune on labelled data (finetune.task: sequence_classification, regression, multi_label_classification,
     token_classification; finetune.method: full, freeze, lora, prompt)."""
     from llmkit.stages import finetune as stage
 
-    _run("finetune", config, overrides, debug, lambda cfg: stage.run(cfg, str(config)))
+    _run("finetune", config, overrides, debug, _each_seed(seeds, lambda cfg: stage.run(cfg, str(config))))
 
 
 @app.command()
@@ -118,6 +140,18 @@ def infer(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
     _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k, task))
 
 
+@app.command("config")
+def show_config(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+                explain: bool = typer.Option(False, "--explain", help="Follow each value with the file it came from, "
+                                                                      "`override` or `default`."),
+                debug: bool = DEBUG):
+    """Print the resolved config: bases merged, overrides applied, every default filled in (as a run saves it)."""
+    from llmkit.config.explain import config_text
+
+    with one_line_errors(debug):
+        typer.echo(config_text(config, overrides or [], explain), nl=False)
+
+
 @app.command()
 def report(output_dir: Path = typer.Argument(..., help="A run folder (llmkit's output_dir).", show_default=False),
            debug: bool = DEBUG):
@@ -125,11 +159,85 @@ def report(output_dir: Path = typer.Argument(..., help="A run folder (llmkit's o
     from llmkit.report import write_report
 
     _quiet_libraries(debug)
-    try:
+    with one_line_errors(debug):
         typer.echo(f"report: {write_report(output_dir)}")
-    except LlmkitError as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
+
+
+@app.command()
+def compare(run_dirs: Optional[list[Path]] = typer.Argument(None, show_default=False, metavar="RUN_DIR",
+                                                            help="Run folders (llmkit's output_dir), or seed groups: "
+                                                                 "folders of seed-*/ runs, shown as one row."),
+            output: Path = typer.Option(Path("compare.md"), "--output", "-o",
+                                        help="Markdown file to write; the curves PNG goes beside it (compare.png)."),
+            metric: Optional[str] = typer.Option(None, "--metric", help="Rank by this metric of eval_results.json "
+                                                 "(default: train.metric_for_best_model, else loss)."),
+            debug: bool = DEBUG):
+    """Compare runs in one Markdown table (final evaluation, steps, wall time, the config keys that differ) and
+    one PNG of their curves; prints the table."""
+    from llmkit.compare import compare_runs, curves_path
+
+    with one_line_errors(debug):
+        typer.echo(compare_runs(run_dirs or [], output, metric), nl=False)
+    # stderr, so that stdout is the Markdown alone (`llmkit compare a b > pr.md`)
+    typer.echo(f"compare: {output}, {curves_path(output)}", err=True)
+
+
+@app.command()
+def sweep(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+          grid: Optional[list[str]] = typer.Option(None, "--grid", metavar="KEY=V1,V2,...", show_default=False,
+                                                   help="A config key's values, a trial each; several --grid: "
+                                                        "every combination."),
+          trials: Optional[int] = typer.Option(None, "--trials", min=1, show_default=False,
+                                               help="Optuna search: this many trials in all (with --space)."),
+          space: Optional[Path] = typer.Option(None, "--space", show_default=False,
+                                               help="Optuna search space (YAML): KEY: {low, high, log: true} or a "
+                                                    "list of choices."),
+          sampler: Optional[str] = typer.Option(None, "--sampler", show_default=False,
+                                                help="Optuna sampler: tpe (default) or random, seeded by the "
+                                                     "config's seed."),
+          seeds: Optional[str] = typer.Option(None, "--seeds", metavar="S1,S2,...", show_default=False,
+                                              help="A run per seed in each trial, in trial-<k>/seed-<s>/; a trial "
+                                                   "then ranks by the worse end of its 95% interval."),
+          debug: bool = DEBUG):
+    """Train a run per trial (a grid, or an Optuna search) into output_dir/trial-<k>/, rank them in
+    output_dir/sweep.md and write the best one's config to output_dir/best.yaml; the stage is the config's kind."""
+    from llmkit.sweep import run_sweep, stage_of
+
+    with one_line_errors(debug):
+        stage = stage_of(config, overrides or [])
+    _run(stage, config, overrides, debug, lambda cfg: run_sweep(
+        cfg, str(config), overrides or [], grids=grid or [], trials=trials, space=space, sampler=sampler, seeds=seeds))
+
+
+@app.command()
+def validate(targets: list[str] = typer.Argument(..., show_default=False, metavar="CONFIG... [KEY=VALUE...]",
+                                                 help="Configs (a shell glob works), then overrides for each."),
+             as_json: bool = typer.Option(False, "--json", help="Print the findings as JSON."),
+             processes: Optional[int] = typer.Option(None, "--processes", min=1,
+                                                     help="Processes to plan for (default: WORLD_SIZE, else 1)."),
+             debug: bool = DEBUG):
+    """Check configs without training or writing anything: every problem at once, facts about the data (rows,
+    labels, duplicates, token lengths) and the plan (parameters, steps, memory per device). Exit 2 if any fails."""
+    from llmkit.stages import validate as stage
+
+    _quiet_libraries(debug)
+    with one_line_errors(debug):
+        code = stage.run(targets, processes, as_json)
+    raise typer.Exit(code)
+
+
+@app.command()
+def rehearse(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
+             steps: int = typer.Option(5, "--steps", min=1, help="Training steps on the longest batches (and as "
+                                                                 "many on the run's own first batches)."),
+             phase_timeout: str = typer.Option("10m", "--phase-timeout", help="Fail a phase that runs longer "
+                                                                              "(90s, 10m, 1h)."),
+             debug: bool = DEBUG):
+    """A short dry run on the real launcher and devices: steps on the longest batches, an evaluation, a checkpoint
+    saved and reloaded, a barrier; prints peak memory, tokens/s, padding and the run's ETA. output_dir is not touched."""
+    from llmkit.stages import rehearse as stage
+
+    _run("rehearse", config, overrides, debug, lambda cfg: stage.run(cfg, str(config), steps, phase_timeout))
 
 
 def main() -> None:

@@ -55,18 +55,17 @@ def override_completions(incomplete: str, config=None, stage: str | None = None)
 
 
 def config_kind(config, stage: str | None) -> str | None:
-    """The config's kind ("pretrain" or "finetune") as load_config takes it for this stage; None if unreadable."""
-    import yaml
-
+    """The config's kind ("pretrain" or "finetune") as load_config takes it for this stage, its bases included;
+    None if unreadable."""
+    from llmkit.config.compose import compose
     from llmkit.config.loading import PRETRAIN_STAGES
+    from llmkit.errors import LlmkitError
 
     if config is None:
         return None
     try:
-        raw = yaml.safe_load(Path(config).read_text(encoding="utf-8"))
-    except (OSError, ValueError, yaml.YAMLError):  # UnicodeDecodeError is a ValueError
-        return None
-    if not isinstance(raw, dict):
+        raw = compose(Path(config)).tree
+    except LlmkitError:  # not there, not YAML, not a mapping, or a base that is not
         return None
     if "finetune" in raw or "pretrain" in raw:
         return "finetune" if "finetune" in raw else "pretrain"

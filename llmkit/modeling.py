@@ -82,8 +82,24 @@ def build_model(cfg: Config, tokenizer, kind: ModelKind, resume: str | os.PathLi
             raise LlmkitError(f"{key}: cannot load a {kind.head} model from {source}: {e}") from None
     else:
         model = auto.from_config(_new_config(cfg, tokenizer, config_overrides))
-    _check_fits(cfg, model.config, tokenizer)
+    check_fits(cfg, model.config, tokenizer)
     return model
+
+
+def planned_config(cfg: Config, tokenizer, **config_overrides):
+    """The model config a run starts from (model.name_or_path's, or one built from model.config), with no weights
+    loaded: what `llmkit validate` plans with (check_fits then checks it against the data and tokenizer)."""
+    from transformers import AutoConfig
+
+    if cfg.model.name_or_path is None:
+        config = _new_config(cfg, tokenizer, config_overrides)
+    else:
+        path = require_model(cfg.model.name_or_path)
+        try:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
+        except (OSError, ValueError, KeyError) as e:
+            raise LlmkitError(f"model.name_or_path: cannot read the model config of {path}: {e}") from None
+    return config
 
 
 def apply_method(cfg: Config, model, peft_task_type: str, resume: str | os.PathLike | None = None):
@@ -187,7 +203,7 @@ def _new_config(cfg: Config, tokenizer, overrides: dict):
     return AutoConfig.for_model(model_type, **{**attrs, "vocab_size": len(tokenizer), **specials, **overrides})
 
 
-def _check_fits(cfg: Config, config, tokenizer) -> None:
+def check_fits(cfg: Config, config, tokenizer) -> None:
     positions = getattr(config, "max_position_embeddings", None)
     if positions is not None and getattr(config, "pad_token_id", None) is not None and config.model_type in (
             "roberta", "roberta-prelayernorm", "xlm-roberta", "xlm-roberta-xl", "camembert"):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from llmkit.config import TrainSection
+from llmkit.seed_stats import lower_is_better
 
 
 @dataclass
@@ -97,6 +98,5 @@ def record_evaluation(state: TrainState, t: TrainSection, metrics: dict, step: i
 
 def best_metric(t: TrainSection) -> tuple[str, bool]:
     name = (t.metric_for_best_model or "loss").removeprefix("eval_")
-    greater = t.greater_is_better if t.greater_is_better is not None else not (
-        name.endswith("loss") or name.endswith("perplexity"))
+    greater = t.greater_is_better if t.greater_is_better is not None else not lower_is_better(name)
     return name, greater

@@ -7,9 +7,10 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmkit.checkpoint import load_checkpoint, load_weights, restore_rng, save_checkpoint
 from llmkit.config import TrainSection
@@ -20,6 +21,9 @@ from llmkit.multitask import TaskForward
 from llmkit.paths import split_key
 from llmkit.runlog import RunLog, banner
 from llmkit.train_state import Clock, Schedule, StepResult, TrainResult, TrainState, record_evaluation
+
+if TYPE_CHECKING:
+    from llmkit.resume import Verdict
 
 
 @dataclass
@@ -51,15 +55,16 @@ def build_optimizer(model, train: TrainSection):
 
 
 def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tokenizer, output_dir: Path,
-          log: RunLog, resume: Path | None = None) -> TrainResult:
-    """Run (or continue) the configured steps: set up, then per step train, log, and evaluate / save / stop."""
+          log: RunLog, fingerprint: dict, resume: Path | None = None, verdict: Verdict | None = None) -> TrainResult:
+    """Run (or continue) the configured steps: set up, then per step train, log, and evaluate / save / stop.
+    `fingerprint` goes into every checkpoint; `verdict` says how the checkpoint `resume` continues."""
     import torch
     from transformers import get_scheduler
 
     from llmkit.cpu import FastDropout
 
     processes = accelerator.num_processes
-    schedule = _schedule(tasks, t, processes)
+    schedule = plan_schedule(tasks, t, processes)
     optimizer = build_optimizer(model, t)
     # Stepped by hand once per optimizer step: total_steps already counts global steps.
     scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
@@ -67,12 +72,8 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
     model, optimizer = accelerator.prepare(model, optimizer)
     state = TrainState(total_steps=schedule.total_steps, num_processes=processes, seed=seed)
     if resume is not None:
-        state = _resumed_state(accelerator, resume, optimizer, scheduler, log, state)
-    plan = StepPlan([len(task.train_data) for task in tasks], schedule.task_epochs,
-                    [task.proportion or n for task, n in zip(tasks, schedule.task_epochs)], schedule.total_steps,
-                    seed, t.per_device_train_batch_size, processes, accelerator.process_index,
-                    t.gradient_accumulation_steps,
-                    [example_lengths(task.train_data) if t.group_by_length else None for task in tasks])
+        state = _resumed_state(accelerator, resume, verdict, optimizer, scheduler, log, state)
+    plan = step_plan(tasks, schedule, t, seed, processes, accelerator.process_index)
     banner(log, _banner_rows(accelerator, model, tasks, plan, schedule, t, state, resume))
 
     def save(step: int) -> Path:
@@ -80,8 +81,8 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
             raise NonFiniteLossError(f"step {step}: the weights hold NaN/inf; not saving them over the last checkpoint")
         if state.best_step == step:
             state.best_checkpoint = f"checkpoint-{step}"
-        return save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, asdict(state), output_dir,
-                               t.save_total_limit)
+        return save_checkpoint(accelerator, model, optimizer, scheduler, tokenizer, asdict(state), fingerprint,
+                               output_dir, t.save_total_limit)
 
     progress = _Progress(schedule.total_steps, state.global_step, accelerator.is_main_process)
     has_eval = any(task.eval_data is not None for task in tasks)
@@ -96,7 +97,7 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
             if resume is not None and step == first_step and not restore_rng(resume, accelerator.process_index):
                 log.print(f"WARNING: {resume} has no RNG state for process {accelerator.process_index}; "
                           "dropout draws will differ")
-            result = _step(accelerator, model, tasks[k], micro_ids, task_epoch, t, stop.requested, clock)
+            result = train_step(accelerator, model, tasks[k], micro_ids, task_epoch, t, stop.requested, clock)
             state.train_seconds = clock.seconds
             if result.finite:
                 optimizer.step()
@@ -125,12 +126,12 @@ def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tok
             if last and step + 1 < schedule.total_steps:
                 state.stopped_by = "max_time"
                 log.print(f"train.max_time {t.max_time} reached at step {step + 1} of {schedule.total_steps}")
-            evaluated = has_eval and (last or _due(t.eval_strategy, t.eval_steps, step, schedule))
+            evaluated = has_eval and (last or is_due(t.eval_strategy, t.eval_steps, step, schedule))
             if evaluated:
                 last_metrics = _evaluate(accelerator, model, tasks, t, state, log, step + 1, schedule.per_epoch)
                 best_metrics = last_metrics if state.best_step == step + 1 else best_metrics
                 last = last or _out_of_patience(t, state, log, step + 1)
-            saved = save(step + 1) if not last and _due(t.save_strategy, t.save_steps, step, schedule) else None
+            saved = save(step + 1) if not last and is_due(t.save_strategy, t.save_steps, step, schedule) else None
             if result.stop_requested and not last:
                 saved = saved or save(step + 1)
                 raise InterruptedRun(f"interrupted at step {step + 1} of {schedule.total_steps}; checkpoint saved in "
@@ -160,7 +161,7 @@ def _out_of_patience(t: TrainSection, state: TrainState, log: RunLog, step: int)
     return True
 
 
-def _step(accelerator, model, task: Task, micro_ids: list[list[int]], task_epoch: int, t: TrainSection,
+def train_step(accelerator, model, task: Task, micro_ids: list[list[int]], task_epoch: int, t: TrainSection,
           stop_requested: bool, clock: Clock) -> StepResult:
     """One optimizer step's forward and backward passes, and the clipped gradient norm (the update is the
     caller's). Each micro-batch's summed loss is divided by the global count of predicted items."""
@@ -189,7 +190,7 @@ def _step(accelerator, model, task: Task, micro_ids: list[list[int]], task_epoch
                       out_of_time=totals[3].item() > 0)
 
 
-def _schedule(tasks: list[Task], t: TrainSection, processes: int) -> Schedule:
+def plan_schedule(tasks: list[Task], t: TrainSection, processes: int) -> Schedule:
     accumulation = t.gradient_accumulation_steps
     task_epochs = [steps_per_epoch(len(task.train_data), t.per_device_train_batch_size, processes, accumulation)
                    for task in tasks]
@@ -201,15 +202,40 @@ def _schedule(tasks: list[Task], t: TrainSection, processes: int) -> Schedule:
     return Schedule(task_epochs, total, t.warmup_steps or math.ceil(t.warmup_ratio * total))
 
 
-def _resumed_state(accelerator, resume: Path, optimizer, scheduler, log: RunLog, fresh: TrainState) -> TrainState:
-    saved = load_checkpoint(accelerator, resume, optimizer, scheduler)
-    state = TrainState.from_dict({**saved, "total_steps": fresh.total_steps})
+def step_plan(tasks: list[Task], schedule: Schedule, t: TrainSection, seed: int, processes: int,
+              process_index: int) -> StepPlan:
+    """Per optimizer step: the task it trains and this process's micro-batches (llmkit.data.batching)."""
+    return StepPlan([len(task.train_data) for task in tasks], schedule.task_epochs,
+                    [task.proportion or n for task, n in zip(tasks, schedule.task_epochs)], schedule.total_steps,
+                    seed, t.per_device_train_batch_size, processes, process_index, t.gradient_accumulation_steps,
+                    [example_lengths(task.train_data) if t.group_by_length else None for task in tasks])
+
+
+def _resumed_state(accelerator, resume: Path, verdict: Verdict, optimizer, scheduler, log: RunLog,
+                   fresh: TrainState) -> TrainState:
+    """The checkpoint's state; exactly its optimizer and schedule, or, when the verdict re-plans, this config's."""
+    if verdict.replans:
+        saved = _replanned(accelerator, resume, optimizer, scheduler, verdict.keeps_optimizer_state)
+    else:
+        saved = load_checkpoint(accelerator, resume, optimizer, scheduler)
+    state = TrainState.from_dict({**saved, "total_steps": fresh.total_steps, "num_processes": fresh.num_processes})
     _truncate_log(log, state.global_step)
-    if state.num_processes != fresh.num_processes:
-        log.print(f"WARNING: the checkpoint was written by {state.num_processes} processes, this run has "
-                  f"{fresh.num_processes}; training continues but not bitwise as the original run would have")
-        state.num_processes = fresh.num_processes
     return state
+
+
+def _replanned(accelerator, resume: Path, optimizer, scheduler, keep_optimizer_state: bool) -> dict:
+    """The checkpoint's optimizer state (its moment estimates) under this config's hyperparameters, and the
+    schedule this config plans (learning rate, type, warmup, total steps) at the checkpoint's step. Loading the
+    saved state alone would bring back the old settings with it."""
+    configured = [{k: v for k, v in group.items() if k != "params"} for group in optimizer.param_groups]
+    saved = load_checkpoint(accelerator, resume, optimizer if keep_optimizer_state else None, None)
+    for group, settings in zip(optimizer.param_groups, configured):
+        group.update(settings)
+    scheduler.last_epoch = saved["global_step"] - 1
+    with warnings.catch_warnings():  # torch's "lr_scheduler.step() before optimizer.step()": this only positions it
+        warnings.simplefilter("ignore", UserWarning)
+        scheduler.step()
+    return saved
 
 
 def _banner_rows(accelerator, model, tasks: list[Task], plan: StepPlan, schedule: Schedule, t: TrainSection,
@@ -246,7 +272,7 @@ def _log_line(state: TrainState, step: int, schedule: Schedule, scheduler, resul
             "grad_norm": result.grad_norm, "tokens_per_s": round(window["tokens"] / max(elapsed, 1e-9), 1)}
 
 
-def _due(strategy: str, every: int, step: int, schedule: Schedule) -> bool:
+def is_due(strategy: str, every: int, step: int, schedule: Schedule) -> bool:
     """Whether an eval / save strategy (`steps` every N, `epoch` at each epoch's end) fires after `step`."""
     if strategy == "steps":
         return (step + 1) % every == 0

@@ -82,12 +82,20 @@ def section(prefix: str, model: type[BaseModel], description: str | None) -> lis
     return lines
 
 
+# `base:` is read by the loader (llmkit/config/compose.py) before validation, so it is no schema field.
+BASE_ROW = ("| `base` | str or list | none | Files this config builds on, each path relative to the file naming it: "
+            "merged in order under it (a mapping key by key; a list, a value or null replaces). A base may have its "
+            "own `base:`. Not in the saved `output_dir/config.yaml`. |")
+
+
 def render() -> str:
     top = {name: f for name, f in Config.model_fields.items() if section_of(f) is None}
     lines = ["# Config reference", "",
              "<!-- Generated from llmkit/config/ by scripts/gen_config_docs.py; do not edit by hand. -->", "",
-             "One YAML file per experiment; any key can be overridden on the command line as `key.sub=value`.",
-             "", "## Top level", "", *table("", top)]
+             "One YAML file per experiment, over the files its `base:` names; any key can be overridden on the "
+             "command line as `key.sub=value`. `llmkit config CONFIG --explain` prints the resolved config and "
+             "where each value came from.",
+             "", "## Top level", "", *table("", top), BASE_ROW]
     for name, field in Config.model_fields.items():
         if (inner := section_of(field)) is not None:
             lines += section(name, inner, field.description)

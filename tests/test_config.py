@@ -11,7 +11,7 @@ from conftest import CONFIGS, run_cli
 from llmkit.config import load_config, save_config
 from llmkit.errors import LlmkitError
 
-SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if not p.name.startswith("_"))  # _*.yaml: a base, not a config
 
 
 def test_shipped_configs_exist():
@@ -150,3 +150,12 @@ def test_a_bad_duration_is_reported_with_every_other_problem():
         "  train.max_time: '5 minutes' is not a positive duration like 30m, 2h, 1h30m or 90s (from a command-line "
         "override)",
         "  train.learnin_rate: unknown key (from a command-line override) (did you mean train.learning_rate?)"]
+
+
+def test_a_saved_config_loads_for_its_own_stage(tmp_path):
+    """output_dir/config.yaml has `pretrain: null` beside its finetune section; it is a fine-tuning config as it is."""
+    from llmkit.config import load_config, save_config
+
+    cfg = load_config(CONFIGS / "tiny" / "finetune.yaml", [f"output_dir={tmp_path}"], stage="finetune")
+    save_config(cfg, tmp_path / "config.yaml")
+    assert load_config(tmp_path / "config.yaml", [], stage="finetune") == cfg

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import CONFIGS, REPO, run_cli
 
 SAMPLE = REPO / "llmkit" / "sample_data"
-SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+SHIPPED = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts and not p.name.startswith("_"))
 QUICK = ["train.max_steps=2", "train.per_device_train_batch_size=4", "train.per_device_eval_batch_size=8",
          "train.gradient_accumulation_steps=1", "train.logging_steps=1", "train.save_strategy=no", "train.max_time=null",
          "data.max_eval_samples=8"]
@@ -80,7 +79,9 @@ def _local_data(config: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("config", SHIPPED, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_shipped_config_runs(config, tmp_path):
-    raw = yaml.safe_load(config.read_text())
+    from llmkit.config.compose import compose
+
+    raw = compose(config).tree  # with its bases: a section may come from one
     common = [f"output_dir={tmp_path / 'out'}", *_local_data(config, tmp_path)]
     untrained = (raw.get("infer") or {}).get("task", "auto") != "auto"
     if untrained:

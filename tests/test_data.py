@@ -12,7 +12,7 @@ from llmkit.data import batching
 from llmkit.data import corpus as corpus_module
 from llmkit.data.corpus import evaluation_blocks
 from llmkit.data.corpus import prepare_corpus as _prepare_corpus
-from llmkit.data.tokenizer import _train
+from llmkit.data.tokenizer import train_tokenizer
 from llmkit.objectives import OBJECTIVES, MaskedLM
 from llmkit.objectives.base import IGNORE_INDEX
 
@@ -26,7 +26,7 @@ def _lines():
 @pytest.mark.parametrize("algorithm", ["wordpiece", "unigram", "bpe"])
 def test_tokenizer_training_is_repeatable(algorithm):
     section = TokenizerSection(algorithm=algorithm, vocab_size=400)
-    first, second = (_train(section, _lines) for _ in range(2))
+    first, second = (train_tokenizer(section, _lines) for _ in range(2))
     assert first.get_vocab() == second.get_vocab()  # same pieces, same ids
     text = "honestly , the soup seemed not fresh"
     assert first(text)["input_ids"] == second(text)["input_ids"]
@@ -34,7 +34,7 @@ def test_tokenizer_training_is_repeatable(algorithm):
 
 
 def test_trained_wordpiece_is_bert_like():
-    tok = _train(TokenizerSection(algorithm="wordpiece", vocab_size=400), _lines)
+    tok = train_tokenizer(TokenizerSection(algorithm="wordpiece", vocab_size=400), _lines)
     ids = tok("The SOUP was bland")["input_ids"]
     assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
     assert tok.unk_token_id not in ids  # every character is in the vocabulary

@@ -279,14 +279,23 @@ class TrainSection(Section):
     resume_from_checkpoint: str | None = None
     """Continue a run: `latest` (the newest complete checkpoint in output_dir; starts from scratch when
     there is none yet) or the path of a `checkpoint-N` folder. Model, optimizer, scheduler, RNG states,
-    data position and logs continue exactly where the checkpoint left them."""
+    data position and logs continue exactly where the checkpoint left them. One line, the verdict, says
+    how: `exact`; `continues, not bitwise` (another process count or library version, or changed training
+    settings: the learning rate, schedule, steps and batch are this config's, re-planned from the
+    checkpoint's step); or `refused` (exit 2, output_dir untouched) when the model, tokenizer, data or
+    objective changed."""
+
+    resume_force: bool = False
+    """Resume even when the verdict refuses it (another model shape, tokenizer, data or objective): the
+    checkpoint's weights go on training under this config, and the verdict says it was forced."""
 
     metric_for_best_model: str | None = None
     """Evaluation metric that ranks checkpoints (`loss`, `accuracy`, `f1`, ...; an `eval_` prefix is
     allowed). The best checkpoint is never removed by save_total_limit. Default: loss."""
 
     greater_is_better: bool | None = None
-    """Whether a higher metric_for_best_model is better. Default: false for losses and perplexity, else true."""
+    """Whether a higher metric_for_best_model is better. Default: false for losses, errors (mse, mae) and
+    perplexity, else true."""
 
     load_best_model_at_end: bool = False
     """Make the final model in output_dir the best checkpoint's (by metric_for_best_model), and its

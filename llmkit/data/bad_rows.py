@@ -29,21 +29,28 @@ def usable_rows(data: DataSection, dataset, path: str, key: str, problem: Callab
     (values of `columns` only), or None."""
     if problem is None and _no_reader_problems(dataset):
         return _without_hidden(dataset)
-    bad: dict[int, str] = {}
-    for index, values in enumerate(_rows(dataset, columns)):
-        reason = values.get(PROBLEM) or (problem(values) if problem is not None else None)
-        if reason is None:
-            continue
-        where = f"line {values[LINE]}" if LINE in values else f"row {index + 1}"
-        if not data.skip_bad_rows:
-            raise LlmkitError(f"{key}: {path} {where}: {reason} (data.skip_bad_rows=true skips such rows)")
-        bad[index] = f"{where}: {reason}"
+    bad = find_bad_rows(dataset, problem, columns, first_only=not data.skip_bad_rows)
+    if bad and not data.skip_bad_rows:
+        raise LlmkitError(f"{key}: {path} {next(iter(bad.values()))} (data.skip_bad_rows=true skips such rows)")
     if bad:
         say(f"{key}: skipped {len(bad)} of {len(dataset)} rows of {path}: {summary(bad.values())}")
         if len(bad) == len(dataset):
             raise LlmkitError(f"{key}: {path}: every row was skipped")
         dataset = dataset.select([i for i in range(len(dataset)) if i not in bad])
     return _without_hidden(dataset)
+
+
+def find_bad_rows(dataset, problem: Callable[[dict], str | None] | None = None, columns: list[str] | None = None,
+                  first_only: bool = False) -> dict[int, str]:
+    """{row index: `line 52: why`} of the rows a reader or `problem` finds bad (the first one only if asked)."""
+    bad: dict[int, str] = {}
+    for index, values in enumerate(_rows(dataset, columns)):
+        reason = values.get(PROBLEM) or (problem(values) if problem is not None else None)
+        if reason is not None:
+            bad[index] = f"{f'line {values[LINE]}' if LINE in values else f'row {index + 1}'}: {reason}"
+            if first_only:
+                break
+    return bad
 
 
 def summary(located: list[str] | tuple[str, ...]) -> str:

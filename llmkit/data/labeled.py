@@ -71,6 +71,12 @@ def check_rows(data: DataSection, dataset, task_class, label2id: dict[str, int] 
     """Rows a task cannot use (a bad line, empty cells, labels training never saw, non-numeric targets,
     token/tag counts that differ) stop the run naming the first one's line, or with data.skip_bad_rows are
     dropped and reported (llmkit.data.bad_rows). Call with label2id=None on the training split."""
+    problem, columns = task_row_problem(data, dataset, task_class, label2id)
+    return usable_rows(data, dataset, path, key, problem, columns)
+
+
+def task_row_problem(data: DataSection, dataset, task_class, label2id: dict[str, int] | None):
+    """(why a row is of no use to the task or None, the columns that function reads)."""
     label = task_class.label_column(data)
     columns = [c for c in task_class.text_columns(data) + [label] if c in dataset.column_names]
 
@@ -78,7 +84,7 @@ def check_rows(data: DataSection, dataset, task_class, label2id: dict[str, int] 
         empty = next((f"column {c!r} is empty" for c in columns if values[c] is None or values[c] == ""), None)
         return empty or (task_class.row_problem(data, values, label2id) if label in values else None)
 
-    return usable_rows(data, dataset, path, key, problem, columns)
+    return problem, columns
 
 
 def label_list(data: DataSection, value) -> list[str]:

@@ -66,7 +66,7 @@ def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[st
     key = hashlib.sha256(json.dumps([FORMAT_VERSION, corpus_fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        tokenizer = _train(section, texts)
+        tokenizer = train_tokenizer(section, texts)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
         tokenizer.save_pretrained(tmp)
@@ -77,7 +77,7 @@ def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[st
     return AutoTokenizer.from_pretrained(folder)
 
 
-def _train(section: TokenizerSection, texts: Callable[[], Iterable[str]]):
+def train_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]]):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 

@@ -112,6 +112,7 @@ class Regression(SequenceClassification):
 
     problem_type = "regression"
     stratified = False
+    has_classes = False
     metric_names = ("loss", "pearson", "spearman", "mse")
     PLOTTED = 5000  # examples whose (gold, predicted) pair goes into the results, for the report's scatter
 

@@ -25,6 +25,7 @@ class Task(Family):
     peft_task_type: ClassVar[str]  # PEFT's TaskType for LoRA and prompt tuning
     problem_type: ClassVar[str | None] = None  # transformers' config.problem_type
     stratified: ClassVar[bool] = False  # a held-out validation share keeps the training labels' proportions
+    has_classes: ClassVar[bool] = True  # its labels are names (not a regression's numbers), counted by validate
 
     def __init__(self, cfg: Config, tokenizer, id2label: dict[int, str]):
         self.cfg, self.data, self.tokenizer, self.id2label = cfg, cfg.data, tokenizer, id2label

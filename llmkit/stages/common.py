@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import yaml
 
 from llmkit.card import write_card
 from llmkit.checkpoint import STATE_FILE, checkpoints, clear_earlier_run, find_checkpoint, finished_state, save_final
-from llmkit.config import Config, flatten, save_config
+from llmkit.config import Config, save_config
 from llmkit.console import say
 from llmkit.errors import InterruptedRun, LlmkitError
+from llmkit.launch import end_run
 from llmkit.modeling import has_model, require_model
 from llmkit.objectives import family_of
 from llmkit.report import write_report
+from llmkit.resume import REFUSED, Verdict, fingerprint, judge
 from llmkit.runlog import RunLog, mark_run, write_run_info
 from llmkit.trackers import Trackers
 
@@ -48,6 +48,7 @@ def make_accelerator(cfg: Config, trackers_dir: Path | None = None):
 
 def begin_training(cfg: Config):
     """(where the run starts, the Accelerator), or (a finished run's start, None) when output_dir holds one.
+    A resumed run's verdict is printed here, or its refusal raised, before anything is written.
     Process-wide settings for training are made here, once."""
     from llmkit.cpu import keep_freed_memory
 
@@ -57,6 +58,12 @@ def begin_training(cfg: Config):
     if start.finished is not None:
         return start, None
     accelerator = make_accelerator(cfg, trackers_dir=start.out)
+    start.fingerprint = fingerprint(cfg, accelerator.num_processes)
+    if start.resume is not None:
+        start.verdict = judge(start.resume, start.fingerprint, cfg.train.resume_force)
+        if start.verdict.kind == REFUSED:
+            raise LlmkitError(start.verdict.line)
+        say(start.verdict.line)
     if accelerator.device.type == "cpu":
         keep_freed_memory()  # glibc keeps freed blocks for the next step instead of unmapping them
     return start, accelerator
@@ -67,6 +74,8 @@ class RunStart:
     out: Path
     resume: Path | None = None  # the checkpoint to continue from
     finished: dict | None = None  # set when the run being resumed had already completed
+    fingerprint: dict = field(default_factory=dict)  # this run's, saved in its checkpoints (llmkit.resume)
+    verdict: Verdict | None = None  # how `resume` continues
 
 
 def plan_run(cfg: Config) -> RunStart:
@@ -128,7 +137,7 @@ def run_training(cfg: Config, config_path: str, stage: str, accelerator, model, 
         raise
     accelerator.wait_for_everyone()  # the main process wrote the card and report meanwhile
     trackers.finish()
-    accelerator.end_training()  # every process at once: the process group goes down together
+    end_run(accelerator)  # every process at once: the process group goes down together (llmkit.launch)
     return metrics
 
 
@@ -139,14 +148,13 @@ def _train_and_save(cfg: Config, config_path: str, stage: str, accelerator, mode
 
     out = start.out
     if accelerator.is_main_process:
-        if start.resume is not None:
-            _warn_changed_settings(cfg, out / "config.yaml", log)
         save_config(cfg, out / "config.yaml")
     write_run_info(out, stage, config_path, accelerator, train_examples=sum(len(task.train_data) for task in tasks),
                    validation_examples=sum(len(task.eval_data) for task in tasks if task.eval_data is not None),
                    resumed_from=str(start.resume) if start.resume else None, status="running")
     try:
-        result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.resume)
+        result = train(accelerator, cfg.train, cfg.seed, model, tasks, tokenizer, out, log, start.fingerprint,
+                       start.resume, start.verdict)
         save_final(accelerator, result.model, tokenizer, out, asdict(result.state))
     except InterruptedRun:
         if accelerator.is_main_process:
@@ -199,19 +207,6 @@ def report_finished(start: RunStart) -> dict:
     say(f"{start.out} holds a run that already finished (step {start.finished['global_step']}); "
         "its final model is left as it is")
     return start.finished.get("last_eval", {})
-
-
-def _warn_changed_settings(cfg: Config, saved_path: Path, log: RunLog) -> None:
-    """Settings that differ from the interrupted run's: the resumed run is then not its exact continuation."""
-    if not saved_path.exists():
-        return
-    before = flatten(yaml.safe_load(saved_path.read_text()), whole=("config",))
-    now = flatten(cfg.model_dump(mode="json"), whole=("config",))
-    ignored = {"train.resume_from_checkpoint", "train.overwrite_output_dir"}
-    changed = sorted(k for k in before.keys() | now.keys() if before.get(k) != now.get(k) and k not in ignored)
-    if changed:
-        log.print("WARNING: resuming with settings that differ from the checkpointed run: " + ", ".join(
-            f"{k} {before.get(k)!r} -> {now.get(k)!r}" for k in changed))
 
 
 def write_results(path: Path, results: dict) -> None:

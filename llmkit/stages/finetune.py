@@ -25,11 +25,21 @@ ADAPTER_METHODS = ("lora", "prompt")
 
 
 def run(cfg: Config, config_path: str) -> dict:
-    from accelerate.utils import set_seed
-
     start, accelerator = begin_training(cfg)
     if accelerator is None:
         return report_finished(start)
+    tasks, tokenizer = build_tasks(cfg, accelerator)
+    model = model_to_train(cfg, tasks, tokenizer, start.resume)
+    metrics = run_training(cfg, config_path, "finetune", accelerator, model, tasks, tokenizer, start)
+    if cfg.finetune.merge_adapter and accelerator.is_main_process:
+        merged = _save_merged(Path(cfg.output_dir), type(tasks[0].objective), tokenizer)
+        write_cards(cfg.model_copy(update={"output_dir": str(merged)}), "finetune", tasks, metrics)
+    return metrics
+
+
+def build_tasks(cfg: Config, accelerator):
+    """Each task with its encoded training and validation data, and the tokenizer (loaded, or trained on
+    every task's training text)."""
     configs = cfg.task_configs()  # {None: cfg} for one task; {name: that task's config} for several
     classes = {name: TASKS[task_cfg.finetune.task] for name, task_cfg in configs.items()}
     with accelerator.main_process_first():  # tokenizer training and tokenization are cached for the others
@@ -40,21 +50,25 @@ def run(cfg: Config, config_path: str) -> dict:
             [[fingerprint_files([path]), len(rows), columns] for rows, columns, path in sources]))
         tasks = [_task(configs[name], name, classes[name], rows, tokenizer,
                        cfg.finetune.tasks[name].proportion if name else None) for name, (rows, _) in train_rows.items()]
+    return tasks, tokenizer
+
+
+def model_to_train(cfg: Config, tasks: list[Task], tokenizer, resume: Path | None = None):
+    """The model, seeded, or the one in the checkpoint `resume`; several tasks share one encoder."""
+    from accelerate.utils import set_seed
+
     set_seed(cfg.seed)
+    configs = cfg.task_configs()
     adapters = cfg.finetune.method in ADAPTER_METHODS  # a resumed adapter run rebuilds the base, then loads its adapter
     models = {}
     for task in tasks:
         task_cfg, family = configs[task.name], task.objective
-        resume = start.resume / task.name if start.resume is not None and task.name else start.resume
-        model = build_model(task_cfg, tokenizer, family.model_kind, resume=None if adapters else resume,
+        task_resume = resume / task.name if resume is not None and task.name else resume
+        model = build_model(task_cfg, tokenizer, family.model_kind, resume=None if adapters else task_resume,
                             **family.model_labels())
-        models[task.name] = apply_method(task_cfg, model, family.peft_task_type, resume=resume if adapters else None)
-    model = models[None] if None in models else share_encoder(models)
-    metrics = run_training(cfg, config_path, "finetune", accelerator, model, tasks, tokenizer, start)
-    if cfg.finetune.merge_adapter and accelerator.is_main_process:
-        merged = _save_merged(Path(cfg.output_dir), classes[None], tokenizer)
-        write_cards(cfg.model_copy(update={"output_dir": str(merged)}), "finetune", tasks, metrics)
-    return metrics
+        models[task.name] = apply_method(task_cfg, model, family.peft_task_type,
+                                         resume=task_resume if adapters else None)
+    return models[None] if None in models else share_encoder(models)
 
 
 def _task(cfg: Config, name: str | None, task_class, rows, tokenizer, proportion: float | None) -> Task:
