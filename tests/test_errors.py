@@ -147,6 +147,19 @@ CATALOGUE = {
     "CoNLL field past the fields": ("finetune", lambda t: _finetune(t, _file(t, "n.conll", "EU B-ORG\n\nhi O\n").name),
                                     ["finetune.task=token_classification", "data.tag_field=5"],
                                     "data.tag_field: 5 is past the 2 fields of", []),
+    "CoNLL columns in a .txt": ("finetune", lambda t: _finetune(t, _file(t, "c.txt", "EU NNP B-NP I-ORG\nrejects VBZ "
+                                                                 "B-VP O\n\nPeter NNP B-NP I-PER\n").name),
+                                ["finetune.task=token_classification"],
+                                "its lines look like CoNLL columns, `token ... tag` with blank lines between "
+                                "sentences: set data.format: conll", []),
+    "a row with an extra field": ("finetune", lambda t: _finetune(t, _file(t, "x.tsv", GOOD + "so\tpositive\textra\n").name),
+                                  [], "x.tsv line 4: 3 fields where the header has 2 (data.skip_bad_rows=true", []),
+    "a line the pattern does not match": ("finetune", lambda t: _finetune(t, _file(t, "q.label", "DESC:m How ?\n"
+                                                                                  "ENTY:x What ?\nno label\n").name),
+                                          ["data.format=lines", r"data.line_pattern=^(?P<label>[A-Z]+):\S+ (?P<text>.+)$"],
+                                          "q.label line 3: does not match data.line_pattern: 'no label'", []),
+    "a label without a name": ("finetune", lambda t: FINETUNE, ["data.label_names={{positive: good}}"],
+                               "label 'negative' has no name in data.label_names", []),
     "model folder missing": ("finetune", lambda t: FINETUNE, ["model.name_or_path={tmp}/nowhere"],
                              "model folder not found", []),
     "sequence longer than positions": ("finetune", lambda t: FINETUNE, ["data.max_seq_length=128"],
