@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 from llmkit.errors import LlmkitError
-from llmkit.runlog import read_metrics
+from llmkit.runlog import read_json, read_metrics
 from llmkit.seed_stats import (RESULTS, cautious_bound, lower_is_better, scalar_results, seed_summary,
                                summarize_seeds)
 
@@ -110,19 +110,15 @@ def _shown_value(value) -> str:
     return value if isinstance(value, str) else json.dumps(value)
 
 
-def _read_json(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def _unfinished(run: Path) -> str | None:
     """None for a finished run, else how it ended (no status: still running, or killed before it could say)."""
-    status = _read_json(run / RUN_INFO).get("status")
+    status = read_json(run / RUN_INFO).get("status")
     return None if status == "finished" else status or "not finished"
 
 
 def _steps(run: Path) -> int:
     """The final step; an unfinished run has no trainer_state.json yet, so its last logged step."""
-    state = _read_json(run / STATE)
+    state = read_json(run / STATE)
     if "global_step" in state:
         return state["global_step"]
     return max((record.get("step", 0) for record in read_metrics(run / "metrics.jsonl")), default=0)
@@ -130,7 +126,7 @@ def _steps(run: Path) -> int:
 
 def _wall_seconds(run: Path) -> float | None:
     """From start to end as run_info.json has them (to the second): setup and the final save count too."""
-    info = _read_json(run / RUN_INFO)
+    info = read_json(run / RUN_INFO)
     if not info.get("started") or not info.get("ended"):
         return None
     started, ended = (datetime.strptime(info[key], "%Y-%m-%dT%H:%M:%S%z") for key in ("started", "ended"))

@@ -7,19 +7,16 @@ def classification_metrics(labels, predictions, id2label: dict[int, str], positi
     """accuracy, macro precision/recall/F1, Matthews correlation, and with a `positive` class (two-class tasks)
     its F1 (`f1_binary`); per-class scores and the confusion matrix nested under their own keys (rows: gold
     label, columns: predicted)."""
-    from sklearn.metrics import (accuracy_score, confusion_matrix, f1_score, matthews_corrcoef,
-                                 precision_recall_fscore_support)
+    from sklearn.metrics import accuracy_score, confusion_matrix, matthews_corrcoef, precision_recall_fscore_support
 
     ids = sorted(id2label)
     if not labels:
         return {"accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "mcc": 0.0,
                 **({"f1_binary": 0.0} if positive is not None else {})}
-    binary = {} if positive is None else {
-        "f1_binary": float(f1_score(labels, predictions, labels=ids, pos_label=positive, average="binary",
-                                    zero_division=0))}
     precision, recall, f1, _ = precision_recall_fscore_support(labels, predictions, labels=ids, average="macro",
                                                                zero_division=0)
     per_p, per_r, per_f, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
+    binary = {} if positive is None else {"f1_binary": float(per_f[ids.index(positive)])}  # the positive class's F1
     return {
         "accuracy": float(accuracy_score(labels, predictions)),
         "precision": float(precision),

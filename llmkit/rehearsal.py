@@ -157,18 +157,3 @@ def format_duration(seconds: float) -> str:
         return f"{seconds:.1f}s" if seconds < 9.95 else f"{seconds:.0f}s"
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-class Stopwatch:
-    """Seconds per named part, measured around `with watch("part"):` blocks."""
-
-    def __init__(self):
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, part: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start

@@ -11,13 +11,12 @@
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
-from llmkit.runlog import read_metrics
+from llmkit.runlog import read_json, read_metrics
 
 REPORT, PLOTS = "report.md", "plots"
 TRAINING_CURVES = (("loss", "training loss"), ("learning_rate", "learning rate"), ("grad_norm", "gradient norm"),
@@ -34,8 +33,8 @@ def write_report(out: Path) -> Path:
     if not log.exists():
         raise LlmkitError(f"OUTPUT_DIR: {out} holds no metrics.jsonl: is it a llmkit run folder?")
     records = read_metrics(log)
-    results = _read(out / "eval_results.json")
-    state = _read(out / "trainer_state.json") or _latest_checkpoint_state(out)
+    results = read_json(out / "eval_results.json")
+    state = read_json(out / "trainer_state.json") or _latest_checkpoint_state(out)
     (out / PLOTS).mkdir(exist_ok=True)
     plots = [plot for plot in (_training(records, out), _evaluation(records, out), _confusion(results, out),
                                _per_class(results, out), _scatter(results, out)) if plot]
@@ -51,11 +50,7 @@ def _latest_checkpoint_state(out: Path) -> dict:
     from llmkit.checkpoint import STATE_FILE, checkpoints
 
     found = checkpoints(out)
-    return _read(found[-1] / STATE_FILE) if found else {}
-
-
-def _read(path: Path) -> dict:
-    return json.loads(path.read_text()) if path.exists() else {}
+    return read_json(found[-1] / STATE_FILE) if found else {}
 
 
 def _facts(out: Path, records: list[dict], state: dict) -> list[str]:

@@ -40,6 +40,12 @@ def read_metrics(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
+def read_json(path: Path) -> dict:
+    """A JSON file of the run folder (run_info.json, eval_results.json, ...); {} when there is none."""
+    path = Path(path)
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def write_run_info(output_dir: Path, stage: str, config_path: str, accelerator, **extra) -> None:
     if not accelerator.is_main_process:
         return

@@ -7,10 +7,11 @@ shows a seed group as one row from these; the seeds feature writes `summarize_se
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
+
+from llmkit.runlog import read_json
 
 RESULTS = "eval_results.json"
 LOWER_IS_BETTER_ENDINGS = ("loss", "mse", "mae", "perplexity")
@@ -42,8 +43,7 @@ def summarize_seeds(run_dirs: list[Path]) -> dict[str, dict]:
 def scalar_results(run_dir: Path) -> dict[str, float]:
     """The final evaluation's metrics: the float values of eval_results.json (counts such as num_examples are
     ints, and per-class tables are dicts); none when the run wrote no results."""
-    path = run_dir / RESULTS
-    results = json.loads(path.read_text()) if path.exists() else {}
+    results = read_json(run_dir / RESULTS)
     return {name: value for name, value in results.items() if isinstance(value, float)}
 
 

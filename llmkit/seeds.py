@@ -20,7 +20,8 @@ from llmkit.config import Config
 from llmkit.console import is_main_process, say
 from llmkit.errors import LlmkitError
 from llmkit.launch import several_runs
-from llmkit.runlog import read_metrics
+from llmkit.runlog import read_json, read_metrics
+from llmkit.train_state import best_metric
 from llmkit.seed_stats import RESULTS, summarize_seeds
 
 SEED_DIR = "seed-{}"
@@ -46,7 +47,7 @@ def parse_seeds(text: str) -> list[int]:
 
 def headline_metric(cfg: Config) -> str:
     """The metric a run is judged by: train.metric_for_best_model, else loss, named as eval_results.json names it."""
-    return (cfg.train.metric_for_best_model or "loss").removeprefix("eval_")
+    return best_metric(cfg.train)[0]
 
 
 def seed_dirs(out: Path, seeds: list[int]) -> list[Path]:
@@ -73,8 +74,7 @@ def run_seeds(cfg: Config, seeds: list[int], run_one) -> dict:
 def collapse_reason(run_dir: Path) -> str | None:
     """Why a run learnt nothing, or None: a classifier at or below the majority-class rate of the evaluated split
     plus one point, or a training loss that did not fall from the first logged step to the last."""
-    results_path = Path(run_dir) / RESULTS
-    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results = read_json(Path(run_dir) / RESULTS)
     return _majority_reason(results) or _flat_loss_reason(read_metrics(Path(run_dir) / "metrics.jsonl"))
 
 

@@ -54,26 +54,45 @@ def build_optimizer(model, train: TrainSection):
     return cls(groups, **kwargs)
 
 
+@dataclass
+class Loop:
+    """What train sets up before its first step (`llmkit rehearse` sets up the same)."""
+
+    model: Any  # prepared by Accelerate
+    optimizer: Any
+    scheduler: Any
+    schedule: Schedule
+    plan: StepPlan
+
+
+def set_up(accelerator, model, tasks: list[Task], t: TrainSection, seed: int) -> Loop:
+    """The schedule, optimizer, learning-rate schedule (stepped by hand once per optimizer step: total_steps
+    already counts global steps), the prepared model and the step plan."""
+    from transformers import get_scheduler
+
+    processes = accelerator.num_processes
+    schedule = plan_schedule(tasks, t, processes)
+    optimizer = build_optimizer(model, t)
+    scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
+                              num_training_steps=schedule.total_steps)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    return Loop(model, optimizer, scheduler, schedule,
+                step_plan(tasks, schedule, t, seed, processes, accelerator.process_index))
+
+
 def train(accelerator, t: TrainSection, seed: int, model, tasks: list[Task], tokenizer, output_dir: Path,
           log: RunLog, fingerprint: dict, resume: Path | None = None, verdict: Verdict | None = None) -> TrainResult:
     """Run (or continue) the configured steps: set up, then per step train, log, and evaluate / save / stop.
     `fingerprint` goes into every checkpoint; `verdict` says how the checkpoint `resume` continues."""
     import torch
-    from transformers import get_scheduler
 
     from llmkit.cpu import FastDropout
 
-    processes = accelerator.num_processes
-    schedule = plan_schedule(tasks, t, processes)
-    optimizer = build_optimizer(model, t)
-    # Stepped by hand once per optimizer step: total_steps already counts global steps.
-    scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
-                              num_training_steps=schedule.total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    state = TrainState(total_steps=schedule.total_steps, num_processes=processes, seed=seed)
+    loop = set_up(accelerator, model, tasks, t, seed)
+    model, optimizer, scheduler, schedule, plan = loop.model, loop.optimizer, loop.scheduler, loop.schedule, loop.plan
+    state = TrainState(total_steps=schedule.total_steps, num_processes=accelerator.num_processes, seed=seed)
     if resume is not None:
         state = _resumed_state(accelerator, resume, verdict, optimizer, scheduler, log, state)
-    plan = step_plan(tasks, schedule, t, seed, processes, accelerator.process_index)
     banner(log, _banner_rows(accelerator, model, tasks, plan, schedule, t, state, resume))
 
     def save(step: int) -> Path:

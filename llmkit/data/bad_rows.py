@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from llmkit.console import say
-from llmkit.data.formats import LINE, PROBLEM
+from llmkit.data.formats import HIDDEN, LINE, PROBLEM
 from llmkit.errors import LlmkitError
 
 if TYPE_CHECKING:
@@ -87,12 +87,12 @@ def _no_reader_problems(dataset) -> bool:
 
 
 def _without_hidden(dataset):
-    hidden = [c for c in (LINE, PROBLEM) if c in dataset.column_names]
+    hidden = [c for c in HIDDEN if c in dataset.column_names]
     return dataset.remove_columns(hidden) if hidden else dataset
 
 
 def _rows(dataset, columns: list[str] | None, batch_size: int = 1000):
-    wanted = [c for c in dataset.column_names if c in (LINE, PROBLEM) or columns is None or c in columns]
+    wanted = [c for c in dataset.column_names if c in HIDDEN or columns is None or c in columns]
     for batch in dataset.select_columns(wanted).iter(batch_size=batch_size):
         for j in range(len(batch[wanted[0]])):
             yield {c: batch[c][j] for c in wanted}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from llmkit.data import formats
 from llmkit.data.bad_rows import usable_rows
-from llmkit.data.formats import LINE, PROBLEM
+from llmkit.data.formats import HIDDEN, LINE, PROBLEM
 from llmkit.errors import LlmkitError
 from llmkit.paths import split_of
 
@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
 SUFFIX_FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".parquet": "parquet",
                   ".txt": "text", ".text": "text", ".conll": "conll", ".bio": "conll", ".iob": "conll", ".iob2": "conll"}
-HIDDEN = (LINE, PROBLEM)  # columns of llmkit's own, never a user's
 
 
 def file_format(path: str, fmt: str = "auto") -> str | None:
@@ -39,9 +38,9 @@ def is_text(data: DataSection, path: str) -> bool:
     return file_format(path, data.format) == "text"
 
 
-def read_rows(data: DataSection, path: str, key: str):
+def read_rows(data: DataSection, path: str, key: str, fmt: str | None = None):
     """read_table's rows without the bad ones (which stop the run unless data.skip_bad_rows) or line numbers."""
-    return usable_rows(data, read_table(data, path, key), path, key)
+    return usable_rows(data, read_table(data, path, key, fmt), path, key)
 
 
 def read_table(data: DataSection, path: str, key: str, fmt: str | None = None):
@@ -85,7 +84,7 @@ def _generate(fmt: str, path: str, key: str, data: DataSection):
         options.update(pattern=data.line_pattern)
         features = dict.fromkeys(formats.pattern_columns(data.line_pattern), text)
     elif fmt == "jsonl" or fmt == "json":
-        options.update(fmt="jsonl", columns=formats.jsonl_columns(path, data.encoding))
+        options.update(fmt="jsonl")
         features = None  # as the values are
     else:
         features = {"text": text}
@@ -109,7 +108,8 @@ def _rows_of(options: dict, version) -> Iterator[dict]:
     if fmt == "lines":
         return formats.pattern_rows(path, encoding, o["pattern"])
     if fmt == "jsonl":
-        return formats.jsonl_rows(path, encoding, o["columns"])
+        # the keys of every object: a pass of their own, only when datasets has no cached copy of the file
+        return formats.jsonl_rows(path, encoding, formats.jsonl_columns(path, encoding))
     return formats.text_rows(path, encoding)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from llmkit.errors import LlmkitError
 
 LINE, PROBLEM = "__line__", "__problem__"
+HIDDEN = (LINE, PROBLEM)  # columns of llmkit's own, never a user's
 DOCSTART = "-DOCSTART-"
 
 

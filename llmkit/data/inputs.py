@@ -9,8 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmkit.data.bad_rows import usable_rows
-from llmkit.data.files import file_format, read_table, require_columns
+from llmkit.data.files import file_format, read_rows, require_columns
 from llmkit.data.formats import open_text
 from llmkit.errors import LlmkitError
 
@@ -60,7 +59,7 @@ def _lines(path: str, family, data: DataSection) -> Iterator[dict]:
 
 def _rows(path: str, fmt: str, fields: dict[str, str], size: int, data: DataSection) -> Iterator[dict]:
     # headerless like the training data when data.header is false
-    dataset = usable_rows(data, read_table(data, path, KEY, fmt), path, KEY)
+    dataset = read_rows(data, path, KEY, fmt)
     require_columns(dataset, list(fields.values()), path, KEY, data)
     for batch in dataset.select_columns(list(fields.values())).iter(batch_size=size):
         columns = {field: batch[column] for field, column in fields.items()}

@@ -50,11 +50,17 @@ def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False)
 
 def choose_tokenizer(cfg: Config, texts: Callable[[], Iterable[str]], corpus_fingerprint: str):
     """tokenizer.name_or_path, else the model's tokenizer, else one trained on `texts`."""
+    configured = configured_tokenizer(cfg)
+    return configured or trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg.data))
+
+
+def configured_tokenizer(cfg: Config):
+    """tokenizer.name_or_path's, else the model's tokenizer; None when the run trains one."""
     if cfg.tokenizer.name_or_path:
         return load_tokenizer(cfg.tokenizer.name_or_path, "tokenizer.name_or_path", cfg.model.trust_remote_code)
     if cfg.model.name_or_path:
         return load_tokenizer(cfg.model.name_or_path, "model.name_or_path", cfg.model.trust_remote_code)
-    return trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg.data))
+    return None
 
 
 def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]], corpus_fingerprint: str,

@@ -167,7 +167,6 @@ def _train_and_save(cfg: Config, config_path: str, stage: str, accelerator, mode
         raise
     if accelerator.is_main_process:
         mark_run(out, "finished")
-    if accelerator.is_main_process:
         if result.metrics:
             write_results(out / "eval_results.json", {"split": "validation", **result.metrics})
         cards = write_cards(cfg, stage, tasks, result.metrics)

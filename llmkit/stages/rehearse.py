@@ -28,7 +28,7 @@ from llmkit.checkpoint import load_checkpoint, save_checkpoint, save_final
 from llmkit.config import Config
 from llmkit.config.training import duration_seconds
 from llmkit.console import say
-from llmkit.data.batching import StepPlan, example_lengths
+from llmkit.data.batching import example_lengths
 from llmkit.data.files import first_rows
 from llmkit.errors import LlmkitError
 from llmkit.evaluation import evaluate_tasks
@@ -40,8 +40,8 @@ from llmkit.resume import fingerprint
 from llmkit.runlog import RunLog
 from llmkit.stages import finetune, pretrain
 from llmkit.stages.common import make_accelerator, write_cards, write_results
-from llmkit.train_state import Clock, Schedule, TrainState
-from llmkit.trainer import build_optimizer, is_due, plan_schedule, step_plan, train_step
+from llmkit.train_state import Clock, TrainState
+from llmkit.trainer import Loop, build_optimizer, is_due, set_up, train_step
 
 MIB = 1 << 20
 
@@ -113,17 +113,6 @@ def _remove(work: Path, accelerator) -> None:
         shutil.rmtree(work, ignore_errors=True)
 
 
-@dataclass
-class Loop:
-    """What trainer.train sets up before its first step."""
-
-    model: object  # prepared by Accelerate
-    optimizer: object
-    scheduler: object
-    schedule: Schedule
-    plan: StepPlan
-
-
 def _rehearse(cfg: Config, accelerator, steps: int, phases: Phases) -> None:
     stage = pretrain if cfg.pretrain is not None else finetune
     rehearsal, out = phases.rehearsal, Path(cfg.output_dir)
@@ -132,7 +121,7 @@ def _rehearse(cfg: Config, accelerator, steps: int, phases: Phases) -> None:
     with phases("model"):
         model = stage.model_to_train(cfg, tasks, tokenizer)
     with phases("set-up"):
-        loop = _set_up(accelerator, model, tasks, cfg)
+        loop = set_up(accelerator, model, tasks, cfg.train, cfg.seed)
     lengths = [example_lengths(task.train_data) for task in tasks]
     run_steps = [loop.plan(step) for step in range(min(loop.schedule.total_steps, PLAN_SAMPLE_STEPS))]
     rehearsed = [("longest", k, 0, micro_ids) for k in range(len(tasks)) for micro_ids in
@@ -160,20 +149,6 @@ def _rehearse(cfg: Config, accelerator, steps: int, phases: Phases) -> None:
     rehearsal.mean_padded = float(np.mean([_padded(lengths[k], micro_ids) for k, _, micro_ids in run_steps]))
     rehearsal.step_seconds = step_seconds(rehearsal.timed, rehearsal.mean_padded)
     rehearsal.estimate = _estimate(cfg, loop.schedule, rehearsal, any(task.eval_data is not None for task in tasks))
-
-
-def _set_up(accelerator, model, tasks, cfg: Config) -> Loop:
-    """The loop's own set-up (trainer.train): its schedule, optimizer, learning-rate schedule and step plan."""
-    from transformers import get_scheduler  # imports much of transformers: part of the time measured
-
-    t, processes = cfg.train, accelerator.num_processes
-    schedule = plan_schedule(tasks, t, processes)
-    optimizer = build_optimizer(model, t)
-    scheduler = get_scheduler(t.lr_scheduler_type, optimizer, num_warmup_steps=schedule.warmup,
-                              num_training_steps=schedule.total_steps)
-    model, optimizer = accelerator.prepare(model, optimizer)
-    return Loop(model, optimizer, scheduler, schedule,
-                step_plan(tasks, schedule, t, cfg.seed, processes, accelerator.process_index))
 
 
 def longest_steps(lengths: np.ndarray, steps: int, t, processes: int, process_index: int) -> list[list[list[int]]]:

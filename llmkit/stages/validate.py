@@ -21,7 +21,7 @@ from llmkit.config import Config, load_config
 from llmkit.data.bad_rows import find_bad_rows, summary
 from llmkit.data.corpus import documents
 from llmkit.data.labeled import has_validation, read_split, task_row_problem
-from llmkit.data.tokenizer import load_tokenizer, train_tokenizer
+from llmkit.data.tokenizer import configured_tokenizer, train_tokenizer
 from llmkit.errors import LlmkitError
 from llmkit.lint import SplitData, duplicate_facts, label_facts, length_facts, split_facts
 from llmkit.modeling import apply_method, check_fits, planned_config
@@ -181,12 +181,9 @@ def _corpus_splits(found: Inspection, cfg: Config) -> dict[str, SplitData]:
 
 def _tokenizer(cfg: Config, splits: dict[str, SplitData]):
     """The run's tokenizer: the configured or the model's, else trained (in memory) on the training texts."""
-    source = cfg.tokenizer.name_or_path or cfg.model.name_or_path
-    if source is not None:
-        key = "tokenizer.name_or_path" if cfg.tokenizer.name_or_path else "model.name_or_path"
-        return load_tokenizer(source, key, cfg.model.trust_remote_code)
-    if "train" not in splits:
-        return None
+    configured = configured_tokenizer(cfg)
+    if configured is not None or "train" not in splits:
+        return configured
     return train_tokenizer(cfg.tokenizer, lambda: iter(splits["train"].texts))
 
 
