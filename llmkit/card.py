@@ -98,6 +98,8 @@ USAGE = {  # pipeline task: (example input, call options)
 
 
 def _usage(folder: Path, family, mask_token: str | None) -> list[str]:
+    if family.pipeline_task is None:  # no pipeline for it in the installed transformers: its Auto class
+        return family.card_usage(str(folder.resolve()))
     example, options = USAGE.get(family.pipeline_task, ("the food was great .", ""))
     example = example.replace("[MASK]", mask_token or "[MASK]")
     return ["from transformers import pipeline", "",

@@ -10,7 +10,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 
 from llmkit.objectives import USES
 
-COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column", "negative_column")
+COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column", "negative_column",
+               "question_column", "context_column")
 
 
 def no_as_string(value):
@@ -154,6 +155,14 @@ class DataSection(Section):
     of a type); such tags are converted to IOB2 before training. `iob2`: every entity starts with B-.
     `bioes`: B-/I-/E-/S-, scored strictly. `auto`: BIOES when E-/S- tags occur, else IOB1 is detected (an I-
     tag that starts an entity) and converted, with a line saying so."""
+
+    question_column: str | int | None = Field("question", json_schema_extra=FINETUNING)
+    """Question answering and multiple choice: column holding the question (multiple choice: optional, `null`
+    when the rows have none; it then follows the context)."""
+
+    context_column: str | int = Field("context", json_schema_extra=FINETUNING)
+    """Question answering: the passage the answer is taken from; multiple choice: the text every choice
+    continues or answers."""
 
     multi_tag_separator: str | None = Field(None, json_schema_extra=FINETUNING)
     """Token classification: read a tag that joins several with this separator as its first one

@@ -3,7 +3,7 @@
 A family is one class; the stages, the training loop and evaluation use nothing else of it:
 
     Family.model_kind                    the AutoModel* class it trains, and how a trained one is recognised
-    Family.pipeline_task                 the transformers.pipeline task its saved model loads under
+    Family.pipeline_task                 the transformers.pipeline task its saved model loads under (or None)
     family.wrap(model)                   the module the loop trains and evaluates (default: the model itself)
     family.collate(rows, ids, epoch)     rows of its data -> a batch of tensors
     family.count(batch)                  what the loss is averaged over (predicted tokens, examples)
@@ -50,6 +50,10 @@ class ModelKind:
         return any(a.endswith(self.architectures) for a in architectures)
 
 
+SEQ2SEQ_LM = ModelKind("AutoModelForSeq2SeqLM", ("ForConditionalGeneration", "MTModel", "EncoderDecoderModel"),
+                       "sequence-to-sequence", "finetune")  # T5, BART, Marian, BERT2BERT (EncoderDecoderModel)
+
+
 @dataclass
 class PredictRun:
     """How `infer` runs: where, how many inputs per forward, fill-mask candidates per mask."""
@@ -62,7 +66,7 @@ class PredictRun:
 class Family:
     model_kind: ClassVar[ModelKind]
     predict_kind: ClassVar[ModelKind | None] = None  # the model `infer` loads when not model_kind
-    pipeline_task: ClassVar[str]
+    pipeline_task: ClassVar[str | None]  # None: the installed transformers has no pipeline for it
     unused_parameters: ClassVar[bool] = False  # DDP must expect parameters that get no gradient in a step
     metric_names: ClassVar[tuple[str, ...]] = ("loss",)  # the scalars its evaluation reports (num_examples aside)
     example_predictions: ClassVar[bool] = False  # evaluate --save-predictions writes its per-example records
@@ -115,6 +119,14 @@ class Family:
         family, model = cls.trained(cfg, source, tokenizer, cls.predict_kind or cls.model_kind)
         model = model.to(run.accelerator.device).eval()
         return lambda examples: family.predict(model, examples, run)
+
+    @classmethod
+    def card_usage(cls, folder: str) -> list[str]:
+        """The model card's Python snippet for a family without a pipeline: its Auto class on the folder."""
+        auto = cls.model_kind.auto_class
+        return [f"from transformers import AutoTokenizer, {auto}", "",
+                f'tokenizer = AutoTokenizer.from_pretrained("{folder}")',
+                f'model = {auto}.from_pretrained("{folder}")']
 
     @classmethod
     def input_fields(cls, data) -> dict[str, str]:
