@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from llmkit.console import format_duration
 from llmkit.errors import LlmkitError
 from llmkit.runlog import read_json, read_metrics
 from llmkit.seed_stats import (RESULTS, cautious_bound, lower_is_better, scalar_results, seed_summary,
@@ -199,12 +200,7 @@ def _metric_cell(row: Row, name: str) -> str:
 
 
 def _duration(seconds: float | None) -> str:
-    if seconds is None:
-        return MISSING
-    if seconds < 60:
-        return f"{seconds:.0f} s"
-    minutes, seconds = divmod(round(seconds), 60)
-    return f"{minutes}m {seconds:02d}s" if minutes < 60 else f"{minutes // 60}h {minutes % 60:02d}m"
+    return MISSING if seconds is None else format_duration(seconds)
 
 
 def _plot_curves(rows: list[Row], metric: str, path: Path) -> Path:

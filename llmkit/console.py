@@ -7,6 +7,17 @@ import os
 import sys
 
 
+MIB = 1 << 20
+
+
+def format_duration(seconds: float) -> str:
+    """`9.1s`, `4m10s`, `2h05m`: what llmkit reads back as a duration (train.max_time)."""
+    if seconds < 60:
+        return f"{seconds:.1f}s" if seconds < 9.95 else f"{seconds:.0f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 

@@ -17,12 +17,12 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from llmkit.console import MIB
 from llmkit.data.batching import steps_per_epoch
 
 if TYPE_CHECKING:
     from llmkit.config import Config
 
-MIB = 1 << 20
 
 
 @dataclass

@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from llmkit.console import format_duration
 from llmkit.errors import EXIT_BAD_INPUT, LlmkitError
 
 PLAN_SAMPLE_STEPS = 2_000  # steps of the run's plan whose padded tokens give the mean step size
@@ -149,11 +150,3 @@ class Estimate:
     def line(self) -> str:
         parts = ", ".join(f"{name} {format_duration(s)}" for name, s in self.parts.items())
         return f"ETA {format_duration(self.seconds)} for the configured run of {self.total_steps:,} steps ({parts})"
-
-
-def format_duration(seconds: float) -> str:
-    """`9.1s`, `4m10s`, `2h05m`: what llmkit reads back as a duration (train.max_time)."""
-    if seconds < 60:
-        return f"{seconds:.1f}s" if seconds < 9.95 else f"{seconds:.0f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from llmkit.checkpoint import FINGERPRINT_FILE, STATE_FILE, find_checkpoint
 from llmkit.config import Config, flatten
+from llmkit.console import MIB
 from llmkit.paths import resolve_path, split_file, split_key
 from llmkit.runlog import package_versions
 
@@ -69,7 +70,6 @@ NOTES = {"train.optim": " (another optimizer: its state starts afresh)"}
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.txt", "vocab.json", "merges.txt", "spiece.model")
-MIB = 1 << 20
 
 
 def key_class(key: str) -> str | None:

@@ -25,6 +25,7 @@ from llmkit.train_state import best_metric
 from llmkit.seed_stats import RESULTS, summarize_seeds
 
 SEED_DIR = "seed-{}"
+SINGLE_RUN_FILES = ("config.yaml", "metrics.jsonl", "model.safetensors", "adapter_model.safetensors")
 SUMMARY_JSON, SUMMARY_MD = "seeds.json", "seeds.md"
 COLLAPSED = "collapsed"  # the key of seeds.json beside the metrics: {seed: why}
 MAJORITY_MARGIN = 0.01  # within one point of always predicting the majority class, a classifier learnt nothing
@@ -57,6 +58,7 @@ def seed_dirs(out: Path, seeds: list[int]) -> list[Path]:
 def run_seeds(cfg: Config, seeds: list[int], run_one) -> dict:
     """`run_one(config)` for each seed in turn, then seeds.json and seeds.md; returns what seeds.json holds."""
     out = Path(cfg.output_dir)
+    refuse_single_run(out)
     runs = seed_dirs(out, seeds)
     with several_runs():
         for i, (seed, run_dir) in enumerate(zip(seeds, runs), 1):
@@ -69,6 +71,18 @@ def run_seeds(cfg: Config, seeds: list[int], run_one) -> dict:
             (out / SUMMARY_MD).write_text(seeds_markdown(out, seeds, summary, collapsed))
             say(seeds_lines(out, seeds, summary, collapsed, headline_metric(cfg)))
     return {**summary, COLLAPSED: collapsed}
+
+
+def refuse_single_run(out: Path) -> None:
+    """A folder holding one run without --seeds is not mixed with seed folders (train.overwrite_output_dir clears
+    a seed's folder, never the single run beside them)."""
+    from llmkit.checkpoint import checkpoints
+
+    found = next((out / name for name in SINGLE_RUN_FILES if (out / name).exists()), None) or next(
+        iter(checkpoints(out)), None)
+    if found is not None:
+        raise LlmkitError(f"output_dir: {out} holds a run trained without --seeds ({found.name}); --seeds puts each "
+                          f"seed's run in {out}/seed-<s>/: choose another output_dir, or remove that run first")
 
 
 def collapse_reason(run_dir: Path) -> str | None:

@@ -139,6 +139,16 @@ def test_bad_seeds_are_one_error_line(tmp_path, seeds, message):
     assert not (tmp_path / "out").exists()
 
 
+def test_seeds_into_the_folder_of_a_single_run_are_refused(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "metrics.jsonl").write_text('{"step": 1, "loss": 0.7}\n')
+    result = run_cli("finetune", FINETUNE, "--seeds", "1,2", f"output_dir={out}")
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith(f"error: output_dir: {out} holds a run trained without --seeds (metrics.jsonl)")
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.jsonl"]
+
+
 def test_several_seeds_train_in_one_torchrun_job(tmp_path):
     """The seeds share the job's process group: torch cannot reliably set up a second one after the first."""
     out = tmp_path / "seeds"

@@ -27,13 +27,13 @@ import numpy as np
 from llmkit.checkpoint import load_checkpoint, save_checkpoint, save_final
 from llmkit.config import Config
 from llmkit.config.training import duration_seconds
-from llmkit.console import say
+from llmkit.console import MIB, format_duration, say
 from llmkit.data.batching import example_lengths
 from llmkit.data.files import first_rows
 from llmkit.errors import LlmkitError
 from llmkit.evaluation import evaluate_tasks
 from llmkit.launch import end_run
-from llmkit.rehearsal import (PLAN_SAMPLE_STEPS, Estimate, TimedStep, format_duration, peak_memory, process_age,
+from llmkit.rehearsal import (PLAN_SAMPLE_STEPS, Estimate, TimedStep, peak_memory, process_age,
                               step_seconds, synchronize, time_limit)
 from llmkit.report import write_report
 from llmkit.resume import fingerprint
@@ -43,7 +43,6 @@ from llmkit.stages.common import make_accelerator, write_cards, write_results
 from llmkit.train_state import Clock, TrainState
 from llmkit.trainer import Loop, build_optimizer, is_due, set_up, train_step
 
-MIB = 1 << 20
 
 
 @dataclass
