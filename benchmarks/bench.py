@@ -183,18 +183,24 @@ def _seeds(results: list) -> str:
     return f"{len(results)} seed{'s' if len(results) != 1 else ''}"
 
 
-def infer(repeats: int, copies: int = 5) -> dict | None:
-    """Classification of SST-2 dev (x copies), MiniLM with a classification head, whole command."""
-    dev = DATA / "glue" / "SST-2" / "dev.tsv"
-    if not need(dev):
+def infer(repeats: int, copies: int = 5, rows: int = 4000, limit: int | None = None) -> dict | None:
+    """Classification of SST-2 dev (x copies, whole command) by MiniLM fine-tuned by llmkit on `rows` SST-2 rows
+    (1 epoch): the pipeline peer; llmkit on torch (bf16, the benchmark's default, and fp32) and on ONNX Runtime
+    (its fp32 and int8 exports). Dev accuracy for each llmkit contender. `limit`: dev sentences (a smoke run)."""
+    sst2 = DATA / "glue" / "SST-2"
+    dev = sst2 / "dev.tsv"
+    if not need(sst2 / "train.tsv", dev):
         return None
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
     work = Path(tempfile.mkdtemp(prefix="llmkit-bench-"))
-    model = work / "classifier"
-    AutoModelForSequenceClassification.from_pretrained(minilm_dir(), num_labels=2).save_pretrained(model)
-    AutoTokenizer.from_pretrained(minilm_dir()).save_pretrained(model)
-    sentences = [line.split("\t")[0] for line in dev.read_text(encoding="utf-8").splitlines()[1:]] * copies
+    model, exports = work / "classifier", {"onnx_fp32": work / "onnx-fp32", "onnx_int8": work / "onnx-int8"}
+    run(llmkit("finetune", ROOT / "configs" / "finetune" / "sst2.yaml", f"data.data_dir={sst2}",
+               f"data.max_train_samples={rows}", "train.num_train_epochs=1", "train.eval_strategy=no",
+               "train.save_strategy=no", f"output_dir={model}"))
+    run(llmkit("export", model, "--format", "onnx", "--to", exports["onnx_fp32"]))
+    run(llmkit("export", model, "--format", "onnx", "--quantize", "int8", "--to", exports["onnx_int8"]))
+    labelled = [line.split("\t") for line in dev.read_text(encoding="utf-8").splitlines()[1:][:limit]]
+    gold = [label.strip() for _, label in labelled]
+    sentences = [sentence for sentence, _ in labelled] * copies
     texts = work / "sentences.txt"
     texts.write_text("\n".join(sentences) + "\n")
     config = work / "infer.yaml"
@@ -208,21 +214,44 @@ def infer(repeats: int, copies: int = 5) -> dict | None:
         return {"sentences_per_s": len(sentences) / wall, "wall_s": wall,
                 **({"predict_only_sentences_per_s": result["sentences"] / result["seconds"]} if result else {})}
 
+    def ours(name: str, *overrides: str) -> dict:
+        out = work / f"{name}.jsonl"
+        result = rate(llmkit("infer", config, *overrides, "--input", texts, "--output", out, "--batch-size", 64))
+        predicted = [json.loads(line)["label"] for line in out.read_text().splitlines()[:len(gold)]]
+        return {**result, "accuracy": sum(p == g for p, g in zip(predicted, gold)) / len(gold)}
+
     runs = _alternate({"pipeline": lambda: rate(peer),
                        "pipeline_batch64": lambda: rate([*peer, "--batch-size", 64]),
-                       "llmkit": lambda: rate(llmkit("infer", config, "--input", texts, "--output", work / "p.jsonl",
-                                                     "--batch-size", 64))}, repeats, "infer")
+                       "llmkit": lambda: ours("llmkit"),
+                       "llmkit_fp32": lambda: ours("llmkit_fp32", "train.mixed_precision=no"),
+                       **{name: lambda folder=folder, name=name: ours(name, f"output_dir={folder}",
+                                                                      "infer.backend=onnxruntime")
+                          for name, folder in exports.items()}}, repeats, "infer")
     speed = {key: median(r["sentences_per_s"] for r in results) for key, results in runs.items()}
-    summary = {"benchmark": "infer", "sentences": len(sentences), "sentences_per_s": speed,
+    accuracy = {key: median(r["accuracy"] for r in results) for key, results in runs.items()
+                if "accuracy" in results[0]}
+    summary = {"benchmark": "infer", "sentences": len(sentences), "sentences_per_s": speed, "dev_accuracy": accuracy,
                "speedup_vs_pipeline": _median_ratio(runs, "llmkit", "pipeline", "sentences_per_s"),
-               "speedup_vs_pipeline_batch64": _median_ratio(runs, "llmkit", "pipeline_batch64", "sentences_per_s")}
+               "speedup_vs_pipeline_batch64": _median_ratio(runs, "llmkit", "pipeline_batch64", "sentences_per_s"),
+               "onnx_fp32_vs_llmkit_fp32": _median_ratio(runs, "onnx_fp32", "llmkit_fp32", "sentences_per_s"),
+               "onnx_int8_vs_llmkit": _median_ratio(runs, "onnx_int8", "llmkit", "sentences_per_s")}
     emit(summary)
+    if limit is not None:  # a smoke run's figures are not results
+        return summary
     append_result("Inference throughput (issue 5): SST-2 dev x5 (4,360 sentences), MiniLM classifier, whole command",
                   ["date", "machine", "sentences/s pipeline / pipeline(batch_size=64) / llmkit", "vs pipeline",
                    "vs pipeline(batch_size=64)", "command"],
                   [today(), machine(),
                    " / ".join(f"{speed[k]:.0f}" for k in ("pipeline", "pipeline_batch64", "llmkit")),
                    f"**{summary['speedup_vs_pipeline']:.1f}x**", f"{summary['speedup_vs_pipeline_batch64']:.1f}x",
+                   f"`python benchmarks/bench.py infer --repeats {repeats}`"])
+    contenders = ("llmkit", "llmkit_fp32", "onnx_fp32", "onnx_int8")
+    append_result("ONNX Runtime inference (issue 19): SST-2 dev x5, MiniLM fine-tuned on 4,000 rows, whole command",
+                  ["date", "machine", "sentences/s torch bf16 / torch fp32 / onnx fp32 / onnx int8",
+                   "onnx fp32 vs torch fp32", "onnx int8 vs torch bf16", "dev accuracy (same order)", "command"],
+                  [today(), machine(), " / ".join(f"{speed[k]:.0f}" for k in contenders),
+                   f"{summary['onnx_fp32_vs_llmkit_fp32']:.2f}x", f"**{summary['onnx_int8_vs_llmkit']:.2f}x**",
+                   " / ".join(f"{accuracy[k]:.4f}" for k in contenders),
                    f"`python benchmarks/bench.py infer --repeats {repeats}`"])
     return summary
 

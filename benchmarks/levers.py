@@ -4,7 +4,7 @@
 
 The step is the pretrain benchmark's (BERT 4 x 256, 4 heads, 32 x 128 tokens, bf16 autocast, the LM
 head on masked rows only, fused AdamW) on random tokens. Toggled: train.fast_dropout (llmkit.cpu),
-the chunked LM-head loss (masked_lm.CHUNK_BYTES), and glibc keeping freed memory, which cannot be
+the chunked LM-head loss (losses.CHUNK_BYTES), and glibc keeping freed memory, which cannot be
 undone in a process, so each setting of it gets its own subprocess. Prints a JSON line per setting
 (median step seconds over the rounds), then each lever's share against the step with all of them.
 """
@@ -29,14 +29,14 @@ def measure(keep_memory: bool, rounds: int) -> list[dict]:
     import torch
     from transformers import BertConfig, BertForMaskedLM
 
-    from llmkit.objectives import masked_lm
+    from llmkit.objectives import losses
     from llmkit.cpu import FastDropout, keep_freed_memory
 
     if keep_memory:
         keep_freed_memory()
     torch.manual_seed(0)
     config = BertConfig(hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024)
-    model = masked_lm.MaskedLMLoss(BertForMaskedLM(config)).train()
+    model = losses.MaskedLMLoss(BertForMaskedLM(config)).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, fused=True)
     input_ids = torch.randint(1000, config.vocab_size, (32, 128))
     labels = torch.where(torch.rand(32, 128) < 0.15, input_ids, -100)
@@ -53,10 +53,10 @@ def measure(keep_memory: bool, rounds: int) -> list[dict]:
 
     settings = list(itertools.product((False, True), repeat=2))
     times = {setting: [] for setting in settings}
-    chunk = masked_lm.CHUNK_BYTES
+    chunk = losses.CHUNK_BYTES
     for round_ in range(rounds + 1):  # round 0 warms up
         for fast_dropout, chunked in settings:
-            masked_lm.CHUNK_BYTES = chunk if chunked else 1 << 62
+            losses.CHUNK_BYTES = chunk if chunked else 1 << 62
             seconds = [step(fast_dropout) for _ in range(3)]
             if round_:
                 times[fast_dropout, chunked] += seconds

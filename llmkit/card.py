@@ -35,7 +35,8 @@ def write_card(folder: Path, cfg: Config, family, stage: str, results: dict, exa
         model_name=Path(cfg.output_dir).name, library_name="transformers", pipeline_tag=family.pipeline_task,
         base_model=cfg.model.name_or_path, tags=["llmkit", stage],
         datasets=sorted({Path(p).name for p in files.values() if p}) or None, metrics=sorted(scores) or None,
-        eval_results=[EvalResult(task_type=family.pipeline_task, dataset_type=validation, dataset_name=validation,
+        eval_results=[EvalResult(task_type=family.pipeline_task or family.model_kind.head,  # the card needs a type
+                                 dataset_type=validation, dataset_name=validation,
                                  dataset_split="validation", metric_type=name, metric_value=value)
                       for name, value in scores.items()] or None)
     body = "\n".join([

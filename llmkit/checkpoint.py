@@ -39,7 +39,7 @@ RUN_FILES = ("config.yaml", "run_info.json", "metrics.jsonl", STATE_FILE, "eval_
              "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "adapter_model.safetensors",
              "adapter_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt",
              "vocab.json", "merges.txt", "spiece.model", "added_tokens.json", "chat_template.jinja", "modules.json")
-RUN_FOLDERS = ("plots", "runs", "mlflow-artifacts", "merged", "1_Pooling")
+RUN_FOLDERS = ("plots", "runs", "mlflow-artifacts", "merged", "1_Pooling", "onnx")
 
 
 def clear_earlier_run(output_dir: Path) -> None:

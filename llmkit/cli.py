@@ -92,8 +92,8 @@ def preprocess(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES
 @app.command()
 def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, seeds: Optional[str] = SEEDS,
              debug: bool = DEBUG):
-    """Pretrain with a self-supervised objective (pretrain.objective: mlm, mlm+nsp, mlm+sop, clm, contrastive);
-    preprocesses first if needed."""
+    """Pretrain with a self-supervised objective (pretrain.objective: mlm, mlm+nsp, mlm+sop, clm, contrastive,
+    span_corruption); preprocesses first if needed."""
     from llmkit.stages import pretrain as stage
 
     _run("pretrain", config, overrides, debug, _each_seed(seeds, lambda cfg: stage.run(cfg, str(config))))
@@ -103,7 +103,8 @@ def pretrain(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, 
 def finetune(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES, seeds: Optional[str] = SEEDS,
              debug: bool = DEBUG):
     """Fine-tune on labelled data (finetune.task: sequence_classification, regression, multi_label_classification,
-    token_classification; finetune.method: full, freeze, lora, prompt)."""
+    token_classification, question_answering, multiple_choice, seq2seq; finetune.method: full, freeze, lora,
+    prompt)."""
     from llmkit.stages import finetune as stage
 
     _run("finetune", config, overrides, debug, _each_seed(seeds, lambda cfg: stage.run(cfg, str(config))))
@@ -138,6 +139,23 @@ def infer(config: Path = CONFIG, overrides: Optional[list[str]] = OVERRIDES,
     from llmkit.stages import infer as stage
 
     _run("infer", config, overrides, debug, lambda cfg: stage.run(cfg, input, output, batch_size, top_k, task))
+
+
+@app.command()
+def export(output_dir: Path = typer.Argument(..., help="A trained run folder (llmkit's output_dir).",
+                                             show_default=False),
+           fmt: str = typer.Option(..., "--format", help="onnx"),
+           quantize: Optional[str] = typer.Option(None, "--quantize", help="int8: ONNX Runtime's dynamic int8 "
+                                                                           "(per-channel weights)."),
+           to: Optional[Path] = typer.Option(None, "--to", help="Folder to write (default: OUTPUT_DIR/onnx)."),
+           debug: bool = DEBUG):
+    """Export a trained model for ONNX Runtime: model.onnx with its tokenizer, config and a card, checked against
+    torch; `llmkit infer CONFIG output_dir=<folder> infer.backend=onnxruntime` runs it without torch."""
+    from llmkit.stages import export as stage
+
+    _quiet_libraries(debug)
+    with one_line_errors(debug):
+        stage.run(output_dir, fmt, quantize, to)
 
 
 @app.command("config")

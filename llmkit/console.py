@@ -3,6 +3,7 @@ only the main one (RANK 0, or no RANK at all) speaks. Data go to files (runlog);
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -18,13 +19,28 @@ def format_duration(seconds: float) -> str:
     return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
 
 
+_quiet = False
+
+
 def is_main_process() -> bool:
     return os.environ.get("RANK", "0") == "0"
 
 
+@contextlib.contextmanager
+def quiet():
+    """No lines from `say` inside: `llmkit validate` reads the data as a run does, and reports what it found in
+    its own words."""
+    global _quiet
+    before, _quiet = _quiet, True
+    try:
+        yield
+    finally:
+        _quiet = before
+
+
 def say(text: str, err: bool = False) -> None:
     """A line for the person running the command: stdout, or stderr beside predictions written to stdout."""
-    if is_main_process():
+    if is_main_process() and not _quiet:
         print(text, file=sys.stderr if err else sys.stdout, flush=True)
 
 

@@ -77,12 +77,30 @@ def build_model(cfg: Config, tokenizer, kind: ModelKind, resume: str | os.PathLi
     if source is not None:
         path = require_model(source, key)
         try:
-            model = auto.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
+            if cfg.model.encoder_decoder and resume is None:
+                model = warm_started_encoder_decoder(path, kind, config_overrides)
+            else:
+                model = auto.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
         except (OSError, ValueError, KeyError) as e:
             raise LlmkitError(f"{key}: cannot load a {kind.head} model from {source}: {e}") from None
     else:
         model = auto.from_config(_new_config(cfg, tokenizer, config_overrides))
     check_fits(cfg, model.config, tokenizer)
+    return model
+
+
+def warm_started_encoder_decoder(path: str, kind: ModelKind, overrides: dict):
+    """model.encoder_decoder: encoder and decoder both from the encoder at `path` (BERT2BERT);
+    from_encoder_decoder_pretrained makes the decoder's copy causal with cross-attention. `overrides` (the
+    family's) give the decoder's start, end and padding tokens."""
+    from transformers import EncoderDecoderModel
+
+    if not kind.fits(["EncoderDecoderModel"]):
+        raise LlmkitError(f"model.encoder_decoder: builds a sequence-to-sequence model, not a {kind.head} one")
+    model = EncoderDecoderModel.from_encoder_decoder_pretrained(path, path)
+    for config in (model.config, model.generation_config):  # keywords here would go to the decoder ("decoder_")
+        for name, value in overrides.items():
+            setattr(config, name, value)
     return model
 
 
@@ -99,6 +117,21 @@ def planned_config(cfg: Config, tokenizer, **config_overrides):
             config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code, **config_overrides)
         except (OSError, ValueError, KeyError) as e:
             raise LlmkitError(f"model.name_or_path: cannot read the model config of {path}: {e}") from None
+    return encoder_decoder_config(config, config_overrides) if cfg.model.encoder_decoder else config
+
+
+def encoder_decoder_config(encoder, overrides: dict):
+    """The config warm_started_encoder_decoder's model has: the encoder's twice, the decoder's copy causal with
+    cross-attention."""
+    import copy
+
+    from transformers import EncoderDecoderConfig
+
+    decoder = copy.deepcopy(encoder)
+    decoder.is_decoder, decoder.add_cross_attention = True, True
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    for name, value in overrides.items():
+        setattr(config, name, value)
     return config
 
 

@@ -44,7 +44,9 @@ KEY_CLASSES = {
         "data.format", "data.encoding", "data.line_pattern", "data.header", "data.column_names", "data.*_column",
         "data.label_separator", "data.label_names*", "data.token_field", "data.tag_field", "data.tag_scheme",
         "data.multi_tag_separator", "data.max_seq_length", "data.max_train_samples", "data.document_boundary",
-        "data.validation_split_percentage", "data.dedupe",
+        "data.validation_split_percentage", "data.dedupe", "data.choice_columns", "data.doc_stride",
+        "data.source_suffix", "data.target_suffix", "model.encoder_decoder", "pretrain.noise_density",
+        "pretrain.mean_noise_span_length", "finetune.seq2seq.max_target_length", "finetune.seq2seq.source_prefix",
     ),
     IGNORED: (  # where the run writes, how often it logs, evaluates and saves, what infer does, how to resume
         "output_dir", "infer.*", "model.trust_remote_code", "pretrain.pseudo_perplexity", "finetune.threshold",
@@ -53,9 +55,13 @@ KEY_CLASSES = {
         "data.data_dir", "data.*_file", "data.max_eval_samples", "data.cache_dir", "data.preprocessing_num_workers",
         "data.skip_bad_rows",  # a bad row stops a run without it, so it cannot change data that already trained
         "data.positive_label",
+        # how evaluation reads and generates answers, not what trains
+        "finetune.question_answering.*", "finetune.seq2seq.num_beams", "finetune.seq2seq.max_new_tokens",
+        "finetune.seq2seq.length_penalty", "finetune.seq2seq.generate_during_training",
     ),
     CONTINUES: (  # how training goes on from here: applied, so the run is no longer the original's continuation
         "seed", "train.learning_rate", "train.lr_scheduler_type", "train.warmup_*", "train.max_steps",
+        "finetune.seq2seq.label_smoothing_factor",
         "train.num_train_epochs", "train.max_time", "train.per_device_train_batch_size",
         "train.gradient_accumulation_steps", "train.optim", "train.weight_decay", "train.adam_*", "train.sgd_momentum",
         "train.max_grad_norm", "train.group_by_length", "train.mixed_precision", "train.fast_dropout", "train.use_cpu",

@@ -62,3 +62,11 @@ def test_every_module_imports_first(first):
     """The schema reads its choices from the registry: no import order may close a cycle."""
     result = subprocess.run([sys.executable, "-c", f"import {first}"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_registry_and_the_config_do_not_import_torch():
+    """ONNX Runtime's `infer` reads the config and the families without torch: they import it where they use it."""
+    code = "import sys, llmkit.objectives, llmkit.config; print(sorted(m for m in ('torch', 'accelerate') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

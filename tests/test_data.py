@@ -192,11 +192,11 @@ def test_the_sparse_mlm_head_gives_the_dense_loss_and_gradients(model_type, monk
     chunk of rows at a time (here 5 rows, so the batch's masked rows take several chunks)."""
     from transformers import AutoConfig, AutoModelForMaskedLM
 
-    from llmkit.objectives import masked_lm
-    from llmkit.objectives.masked_lm import MaskedLMLoss
+    from llmkit.objectives import losses
+    from llmkit.objectives.losses import MaskedLMLoss
 
     masker, corpus = _masker()
-    monkeypatch.setattr(masked_lm, "CHUNK_BYTES", 4 * len(corpus.tokenizer) * 5)
+    monkeypatch.setattr(losses, "CHUNK_BYTES", 4 * len(corpus.tokenizer) * 5)
     batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
     config = AutoConfig.for_model(model_type, vocab_size=len(corpus.tokenizer), hidden_size=64, num_hidden_layers=2,
                                   num_attention_heads=2, intermediate_size=128, max_position_embeddings=80,
@@ -341,7 +341,7 @@ def _pair_model(model_type: str, vocab_size: int):
 def test_the_pair_loss_is_berts_pretraining_loss(model_type):
     """Summed over masked tokens, so the loop's division by their count gives transformers' mean
     masked-LM loss plus mean pair loss; the sparse head changes nothing."""
-    from llmkit.objectives.sentence_pairs import MaskedLMPairLoss
+    from llmkit.objectives.losses import MaskedLMPairLoss
 
     masker, corpus = _masker()
     batch = masker.collate(corpus.train[list(range(8))], list(range(8)), epoch=0)
@@ -360,7 +360,7 @@ def test_the_pair_loss_is_berts_pretraining_loss(model_type):
 def test_pseudo_perplexity_masks_each_token_in_turn():
     import math
 
-    from llmkit.objectives.masked_lm import MaskedLMLoss
+    from llmkit.objectives.losses import MaskedLMLoss
 
     masker, corpus = _masker()
     masker.pseudo_perplexity = True

@@ -11,7 +11,8 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_valida
 from llmkit.objectives import USES
 
 COLUMN_KEYS = ("text_column", "text_pair_column", "label_column", "tokens_column", "tags_column", "negative_column",
-               "question_column", "context_column")
+               "question_column", "context_column", "choices_column", "answers_column", "validation_group_column",
+               "source_column", "target_column")
 
 
 def no_as_string(value):
@@ -48,10 +49,18 @@ class ModelSection(Section):
     trust_remote_code: bool = False
     """Allow model code from the model folder / hub repo to run. Off unless you trust the source."""
 
+    encoder_decoder: bool = False
+    """Warm-start a sequence-to-sequence model from the encoder at `name_or_path` (BERT2BERT, Rothe et al.
+    2020: transformers' EncoderDecoderModel): encoder and decoder both start from its weights, the decoder
+    with causal self-attention and new cross-attention layers; decoding starts at [CLS] and ends at [SEP].
+    The saved model loads in AutoModelForSeq2SeqLM."""
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelSection:
         if self.config is not None and "model_type" not in self.config:
             raise ValueError("model.config needs a `model_type` (e.g. bert)")
+        if self.encoder_decoder and self.name_or_path is None:
+            raise ValueError("encoder_decoder warm-starts from a pretrained encoder: set model.name_or_path")
         return self
 
 
@@ -91,11 +100,13 @@ class DataSection(Section):
     test_file: str | None = None
     """Test data, scored by `llmkit evaluate --split test`."""
 
-    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "lines"] = "auto"
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "text", "conll", "lines", "parallel"] = "auto"
     """How the data files are read. `auto`: by extension (.csv, .tsv, .json, .jsonl, .parquet, .txt as
     `text`, .conll/.bio/.iob/.iob2 as `conll`). `text`: one row (`text`) per line. `conll`: `token ... tag`
     lines, sentences between blank lines (see token_field, tag_field). `lines`: each line read by
-    `line_pattern`. Any extension works with an explicit format (e.g. a `.label` file as `lines`)."""
+    `line_pattern`. `parallel`: two line-aligned text files per split, named by their stem (`train_file: train`
+    reads `train.<source_suffix>` and `train.<target_suffix>`), for sequence-to-sequence tasks. Any extension
+    works with an explicit format (e.g. a `.label` file as `lines`)."""
 
     encoding: str = "utf-8"
     """Text encoding of the data files (any Python codec name: `latin-1`, `cp1252`, `utf-16`, ...). A UTF-8
@@ -163,6 +174,44 @@ class DataSection(Section):
     context_column: str | int = Field("context", json_schema_extra=FINETUNING)
     """Question answering: the passage the answer is taken from; multiple choice: the text every choice
     continues or answers."""
+
+    choice_columns: Annotated[list[str], Field(min_length=2)] | None = Field(None, json_schema_extra=FINETUNING)
+    """Multiple choice: the columns holding the choices, in position order (Cosmos QA: `[answer0, answer1,
+    answer2, answer3]`; SWAG: `[ending0, ending1, ending2, ending3]`); the label column holds the gold
+    choice's 0-based position."""
+
+    choices_column: str | int | None = Field(None, json_schema_extra=FINETUNING)
+    """Multiple choice: one column holding each row's choices as a list, instead of choice_columns (rows may
+    have different numbers of choices)."""
+
+    answers_column: str | int = Field("answers", json_schema_extra=FINETUNING)
+    """Question answering: the answers, `{text: [...], answer_start: [...]}` or a list of `{text, answer_start}`
+    (a JSON string in a .csv cell; a plain string is an answer found at its first place in the context). An
+    answer whose text is not at its `answer_start` in the context is a bad row. Empty: no answer (SQuAD v2).
+    A SQuAD-format .json file is read into id, title, context, question and answers."""
+
+    doc_stride: int = Field(128, ge=0, json_schema_extra=FINETUNING)
+    """Question answering: a context longer than max_seq_length is cut into overlapping windows that share
+    this many tokens (the question is repeated in each)."""
+
+    validation_group_column: str | int | None = Field(None, json_schema_extra=FINETUNING)
+    """Held-out validation (validation_split_percentage): keep the rows of each value of this column together,
+    holding out that share of the groups (seeded by `seed`) rather than of the rows, e.g. `title` to hold
+    out whole articles of a SQuAD file, so that no validation context was seen in training."""
+
+    source_column: str | int = Field("source", json_schema_extra=FINETUNING)
+    """Sequence-to-sequence: the text to translate or summarize (a list of sentences is joined with spaces,
+    as SciTLDR's `source`)."""
+
+    target_column: str | int = Field("target", json_schema_extra=FINETUNING)
+    """Sequence-to-sequence: the reference output, one string or a list of references (training reads the
+    first; BLEU, chrF and ROUGE score against all of them)."""
+
+    source_suffix: str = Field("en", min_length=1, json_schema_extra=FINETUNING)
+    """format: parallel: the source file's suffix (`train.en`)."""
+
+    target_suffix: str = Field("de", min_length=1, json_schema_extra=FINETUNING)
+    """format: parallel: the target file's suffix (`train.de`)."""
 
     multi_tag_separator: str | None = Field(None, json_schema_extra=FINETUNING)
     """Token classification: read a tag that joins several with this separator as its first one
@@ -250,6 +299,12 @@ class DataSection(Section):
         return self
 
     @model_validator(mode="after")
+    def _choices(self) -> DataSection:
+        if self.choice_columns is not None and self.choices_column is not None:
+            raise ValueError("choice_columns names a column per choice, choices_column one list column: set one")
+        return self
+
+    @model_validator(mode="after")
     def _column_indices(self) -> DataSection:
         """A 0-based column index becomes the column's name: a header-less file's own (`0`, `1`, ...) or the
         one data.column_names gives it."""
@@ -274,6 +329,12 @@ class InferSection(Section):
     fill-mask for a masked LM). `embed`: sentence embeddings (infer writes JSONL, or `.npy` when
     --output ends so; evaluate scores text pairs against a similarity label, e.g. STS-B, by the
     Spearman/Pearson correlation of their cosine). `zero_shot`: classify into `labels` with no training."""
+
+    backend: Literal["torch", "onnxruntime"] = "torch"
+    """What runs `infer`'s forward passes. `onnxruntime`: output_dir is a folder `llmkit export --format
+    onnx` wrote, run on the CPU by ONNX Runtime without importing torch (a fast start; int8 exports are
+    quicker still); the rows are torch's, within float tolerance. Text generation (causal LM) and
+    infer.task embed / zero_shot run on torch."""
 
     pooling: Literal["auto", "mean", "cls"] = "auto"
     """How token vectors become one sentence vector: `mean` over the real tokens or the `cls` (first)

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
 from llmkit.config.sections import DataSection, Section, Strategy, no_as_string
+from llmkit.config.finetune_options import LoraSection, PromptSection, QuestionAnsweringSection, Seq2SeqSection
 from llmkit.objectives import OBJECTIVES, TASKS
 
 
@@ -26,7 +27,10 @@ class PretrainSection(Section):
     Or `contrastive`, SimCSE sentence embeddings (AutoModel): each text must pick its positive among
     the batch's. Unsupervised on plain sentences (the positive is the same sentence under another
     dropout mask); supervised when data.text_pair_column names the positive (and data.negative_column
-    a hard negative). The pooling is saved with the model, as sentence-transformers saves it."""
+    a hard negative). The pooling is saved with the model, as sentence-transformers saves it.
+    Or `span_corruption`, T5's denoising objective for encoder-decoders (AutoModelForSeq2SeqLM): spans of
+    the packed blocks (noise_density, mean_noise_span_length) become sentinel tokens in the input, and the
+    decoder writes each sentinel followed by its span."""
 
     temperature: float = Field(0.05, gt=0)
     """Contrastive: the softmax temperature of the cosine similarities (SimCSE: 0.05)."""
@@ -59,6 +63,14 @@ class PretrainSection(Section):
     position: the same loss for a fraction of the head's compute (BERT- and RoBERTa-style heads;
     other architectures run dense)."""
 
+    noise_density: float = Field(0.15, gt=0, lt=1)
+    """Span corruption: share of each block's tokens that are noise, dropped from the encoder input
+    (one sentinel per span in their place) and predicted by the decoder (T5: 0.15)."""
+
+    mean_noise_span_length: float = Field(3.0, ge=1)
+    """Span corruption: mean length in tokens of a noise span (T5: 3). Blocks are longer than
+    data.max_seq_length by what the spans save, so each corrupted input is max_seq_length tokens."""
+
     @model_validator(mode="after")
     def _consistent(self) -> PretrainSection:
         if self.mask_replace_prob + self.random_replace_prob > 1:
@@ -66,29 +78,6 @@ class PretrainSection(Section):
         if self.pseudo_perplexity and not self.objective.startswith("mlm"):
             raise ValueError(f"pseudo_perplexity is for masked-LM objectives, not {self.objective}")
         return self
-
-
-class LoraSection(Section):
-    r: int = Field(8, ge=1)
-    """Rank of the low-rank update matrices."""
-
-    alpha: int = Field(16, ge=1)
-    """Scaling of the update (lora_alpha); the update is scaled by alpha / r."""
-
-    dropout: float = Field(0.1, ge=0, lt=1)
-    """Dropout on the LoRA path."""
-
-    target_modules: list[str] | None = None
-    """Module names to adapt. Default: PEFT's choice for the architecture (BERT: query, value)."""
-
-
-class PromptSection(Section):
-    type: Literal["prompt_tuning", "prefix_tuning"] = "prompt_tuning"
-    """`prompt_tuning`: trained virtual tokens before the input; `prefix_tuning`: trained key/value
-    prefixes in every layer."""
-
-    num_virtual_tokens: int = Field(20, ge=1)
-    """Number of virtual tokens (they count against the model's positions)."""
 
 
 TaskName = Literal[tuple(TASKS)]
@@ -115,8 +104,10 @@ METHOD_LEARNING_RATES = {"full": 5e-5, "freeze": 1e-3, "lora": 1e-3, "prompt": 1
 class FinetuneSection(Section):
     task: TaskName = "sequence_classification"
     """What the model learns: `sequence_classification` (one label per text or text pair, cross-entropy),
-    `regression` (one number, MSE), `multi_label_classification` (any number of labels, binary cross-entropy)
-    or `token_classification` (a tag per word, e.g. NER)."""
+    `regression` (one number, MSE), `multi_label_classification` (any number of labels, binary cross-entropy),
+    `token_classification` (a tag per word, e.g. NER), `question_answering` (an answer span of a context,
+    SQuAD-style), `multiple_choice` (one of N choices, SWAG-style) or `seq2seq` (a generated text:
+    translation, summarization; T5, BART, Marian or a BERT2BERT encoder-decoder)."""
 
     method: Literal["full", "freeze", "lora", "prompt"] = "full"
     """How: `full` trains every parameter; `freeze` trains the head on a frozen encoder (feature
@@ -140,9 +131,15 @@ class FinetuneSection(Section):
     prompt: PromptSection = PromptSection()
     """Settings of method `prompt`."""
 
+    question_answering: QuestionAnsweringSection = QuestionAnsweringSection()
+    """Question answering: how start/end logits become answers."""
+
     merge_adapter: bool = False
     """lora: also write the adapter merged into the base weights at output_dir/merged, a plain
     transformers model. (Prompt and prefix adapters cannot be merged.)"""
+
+    seq2seq: Seq2SeqSection = Seq2SeqSection()
+    """Settings of sequence-to-sequence tasks: label smoothing, target length, generation."""
 
     tasks: dict[str, TaskSection] | None = None
     """Multi-task fine-tuning: `name: {task, proportion, data}` per task. One encoder is shared and

@@ -85,9 +85,12 @@ class StepPlan:
 
 
 def example_lengths(dataset) -> np.ndarray:
-    """Tokens per example, read from the Arrow column without building Python lists."""
+    """Tokens per example, read from the Arrow column without building Python lists; a family whose example
+    is several sequences (multiple choice) gives its own in a `length` column."""
     import pyarrow.compute as pc
 
+    if "length" in dataset.column_names:
+        return dataset.with_format("arrow")["length"].to_numpy()
     return pc.list_value_length(dataset.with_format("arrow")["input_ids"]).to_numpy()
 
 
@@ -97,23 +100,26 @@ def eval_shard(num_examples: int, processes: int, process_index: int) -> range:
     return range(bounds[process_index], bounds[process_index + 1])
 
 
-def pad(sequences: list[list[int]], value: int):
-    import torch
-
-    out = torch.full((len(sequences), max(map(len, sequences))), value, dtype=torch.long)
+def pad(sequences: list[list[int]], value: int, as_numpy: bool = False):
+    """Rows of ids padded on the right into one int64 tensor (a numpy array with `as_numpy`: ONNX Runtime's)."""
+    out = np.full((len(sequences), max(map(len, sequences))), value, dtype=np.int64)
     for i, seq in enumerate(sequences):
-        out[i, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-    return out
+        out[i, : len(seq)] = seq
+    return out if as_numpy else _tensor(out)
 
 
-def pad_inputs(rows: dict[str, list], pad_token_id: int) -> dict:
+def pad_inputs(rows: dict[str, list], pad_token_id: int, as_numpy: bool = False) -> dict:
     """input_ids / token_type_ids padded on the right, and the attention mask that goes with them."""
+    input_ids = pad(rows["input_ids"], pad_token_id, as_numpy=True)
+    lengths = np.array([len(seq) for seq in rows["input_ids"]])
+    batch = {"input_ids": input_ids,
+             "attention_mask": (np.arange(input_ids.shape[1])[None, :] < lengths[:, None]).astype(np.int64)}
+    if "token_type_ids" in rows:
+        batch["token_type_ids"] = pad(rows["token_type_ids"], 0, as_numpy=True)
+    return batch if as_numpy else {k: _tensor(v) for k, v in batch.items()}
+
+
+def _tensor(array: np.ndarray):
     import torch
 
-    input_ids = pad(rows["input_ids"], pad_token_id)
-    lengths = torch.tensor([len(seq) for seq in rows["input_ids"]])
-    batch = {"input_ids": input_ids,
-             "attention_mask": (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()}
-    if "token_type_ids" in rows:
-        batch["token_type_ids"] = pad(rows["token_type_ids"], 0)
-    return batch
+    return torch.from_numpy(array)

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llmkit.data.files import first_rows, iter_documents, sentences
+from llmkit.data.spans import raw_length
 from llmkit.data.tokenizer import FORMAT_VERSION, choose_tokenizer, fingerprint_files
 from llmkit.errors import LlmkitError
 from llmkit.paths import cache_root, resolve_path, split_file, split_key
@@ -51,6 +52,9 @@ class CorpusLayout:
     causal: bool = False  # one stream of blocks without a [CLS], eos after each document
     pair_task: str | None = None  # `nsp` / `sop`: segment pairs instead of blocks
     whole_words: bool = False  # a `word_starts` column flags each token that begins a word
+    span_noise: tuple[float, float] | None = None  # T5's (noise density, mean span length): blocks that corrupt
+    # to max_seq_length tokens, so longer (llmkit.data.spans.raw_length)
+    sentinel_tokens: int = 0  # the T5 sentinels (<extra_id_N>) the tokenizer must have (llmkit.data.spans)
 
 
 @dataclass
@@ -108,6 +112,7 @@ def _fingerprint(d: DataSection, layout: CorpusLayout, paths: list[str | None], 
         "whole_words": layout.whole_words,
         "causal": layout.causal,
         "pairs": layout.pair_task,
+        "spans": [layout.span_noise, layout.sentinel_tokens],
         "tokenizer": tokenizer_identity,
     }
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:20]
@@ -146,7 +151,8 @@ def _build(cfg: Config, layout: CorpusLayout, train_path: str, validation_path: 
 
     # Keyed by what it is trained on: the file, and which of its documents are training ones.
     tokenizer = choose_tokenizer(cfg, split(False),
-                                 json.dumps([fingerprint_files([train_path]), count, len(held_out)]))
+                                 json.dumps([fingerprint_files([train_path]), count, len(held_out)]),
+                                 layout.sentinel_tokens)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
@@ -230,7 +236,8 @@ def _write_blocks(data: DataSection, layout: CorpusLayout, documents: Iterator[s
         separator = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
     if separator is None:
         raise LlmkitError("tokenizer: needs a separator token (sep_token or eos_token) to mark document ends")
-    length = data.max_seq_length - (start is not None)  # stream tokens per block
+    length = raw_length(data.max_seq_length, *layout.span_noise) if layout.span_noise \
+        else data.max_seq_length - (start is not None)  # stream tokens per block
     words = layout.whole_words
     encode = _encoder(tokenizer, words)
     # column: (arrow type, numpy type, value at a block's start and after each document)

@@ -1,9 +1,10 @@
 """Read a data file of any supported format into a `datasets.Dataset`, failing with one clear line.
 
 data.format says how a file is read; `auto` goes by its extension: .csv, .tsv (unquoted, as GLUE ships them),
-.json / .jsonl, .parquet, .txt (a row per line; a corpus's documents per `document_boundary`) and .conll /
-.bio / .iob / .iob2; `lines` (data.line_pattern) has none. A hub dataset name (`NAME` or `NAME:CONFIG`) is
-read when online. Rows of the line-based formats keep their line number (llmkit.data.formats).
+.json / .jsonl (SQuAD-format JSON: a row per question, llmkit.data.squad), .parquet, .txt (a row per line; a
+corpus's documents per `document_boundary`) and .conll / .bio / .iob / .iob2; `lines` (data.line_pattern) has
+none. A hub dataset name (`NAME` or `NAME:CONFIG`) is read when online. Rows of the line-based formats keep
+their line number (llmkit.data.formats).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llmkit.data import formats
+from llmkit.data import formats, parallel, squad
 from llmkit.data.bad_rows import usable_rows
 from llmkit.data.formats import HIDDEN, LINE, PROBLEM
 from llmkit.errors import LlmkitError
@@ -47,6 +48,8 @@ def read_table(data: DataSection, path: str, key: str, fmt: str | None = None):
     """Load `path` (named by config key `key` in messages) as data.format (or `fmt`) says, in data.encoding.
     Rows of the line-based formats carry LINE and PROBLEM (llmkit.data.formats)."""
     fmt = file_format(path, data.format if fmt is None else fmt)
+    if fmt == "parallel":  # two line-aligned files named by their stem
+        return parallel.read_parallel(data, path, key)
     if not os.path.exists(path) and not (Path(path).suffix or os.path.isabs(path) or path.startswith(".")):
         return _read_hub(path, key)
     if fmt is None:
@@ -55,7 +58,9 @@ def read_table(data: DataSection, path: str, key: str, fmt: str | None = None):
                           ".tsv, .json, .jsonl, .parquet or .conll, or set data.format (csv, tsv, json, jsonl, "
                           "parquet, text, conll or lines)")
     _check_file(path, key, None if fmt == "parquet" else data.encoding)
-    if fmt == "parquet" or (fmt == "json" and not formats.is_json_lines(path, data.encoding)):
+    if fmt == "json" and squad.is_squad(path, data.encoding):  # articles of paragraphs: a row per question
+        dataset = squad.read_squad(path, key, data.encoding)
+    elif fmt == "parquet" or (fmt == "json" and not formats.is_json_lines(path, data.encoding)):
         dataset = _load_builder(fmt, path, key, data.encoding)
     else:
         dataset = _generate(fmt, path, key, data)

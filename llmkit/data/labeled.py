@@ -29,7 +29,8 @@ def read_split(data: DataSection, split: str, task_class, task: str | None = Non
     if path is None:
         raise LlmkitError(f"{key}: required for this stage")
     dataset = read_table(data, path, key)
-    require_columns(dataset, task_class.text_columns(data) + [task_class.label_column(data)], path, key, data)
+    groups = [data.validation_group_column] if held_out and data.validation_group_column is not None else []
+    require_columns(dataset, task_class.text_columns(data) + [task_class.label_column(data)] + groups, path, key, data)
     if held_out:
         dataset = _held_out(data, dataset, task_class, seed, split, key)
     dataset = first_rows(dataset, data.max_train_samples if split == "train" else data.max_eval_samples)
@@ -51,6 +52,8 @@ def _held_out(data: DataSection, dataset, task_class, seed: int, split: str, key
 
     from sklearn.model_selection import train_test_split
 
+    if data.validation_group_column is not None:
+        return _held_out_groups(data, dataset, seed, split, key)
     labels = [str(v) for v in dataset[task_class.label_column(data)]] if task_class.stratified else None
     share = data.validation_split_percentage / 100
     size = max(1, round(len(dataset) * share))
@@ -64,6 +67,26 @@ def _held_out(data: DataSection, dataset, task_class, seed: int, split: str, key
             " (a label with one row, or fewer held-out rows than labels, rules out stratifying)" if labels else "")
         say(f"{key}: {size} of {len(dataset)} rows held out for validation ({data.validation_split_percentage:g}%, "
             f"{how}, seed {seed})")
+    return dataset.select(sorted(train if split == "train" else validation))
+
+
+def _held_out_groups(data: DataSection, dataset, seed: int, split: str, key: str):
+    """The rows of `split` when whole groups (data.validation_group_column) are held out: a seeded share of
+    the groups, with every row of each."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    column = data.validation_group_column
+    groups = [str(v) for v in dataset[column]]
+    count = len(set(groups))
+    if count < 2:
+        raise LlmkitError(f"{key}: data.validation_group_column: column {column!r} has {count} group; holding out "
+                          "whole groups needs two or more")
+    size = min(count - 1, max(1, round(count * data.validation_split_percentage / 100)))
+    train, validation = next(GroupShuffleSplit(n_splits=1, test_size=size, random_state=seed)
+                             .split(groups, groups=groups))
+    if split == "train":
+        say(f"{key}: {size} of {count} groups of column {column!r} ({len(validation)} of {len(dataset)} rows) held "
+            f"out for validation ({data.validation_split_percentage:g}% of the groups, seed {seed})")
     return dataset.select(sorted(train if split == "train" else validation))
 
 

@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llmkit.data.spans import check_sentinels, sentinel_names
 from llmkit.errors import LlmkitError
 from llmkit.paths import cache_root, resolve_path
 
@@ -48,10 +49,14 @@ def load_tokenizer(name_or_path: str, key: str, trust_remote_code: bool = False)
         raise LlmkitError(f"{key}: cannot load a tokenizer from {name_or_path}: {type(e).__name__}: {e}") from None
 
 
-def choose_tokenizer(cfg: Config, texts: Callable[[], Iterable[str]], corpus_fingerprint: str):
-    """tokenizer.name_or_path, else the model's tokenizer, else one trained on `texts`."""
+def choose_tokenizer(cfg: Config, texts: Callable[[], Iterable[str]], corpus_fingerprint: str, sentinels: int = 0):
+    """tokenizer.name_or_path, else the model's tokenizer, else one trained on `texts`. With `sentinels`, the
+    tokenizer has that many T5 sentinel tokens and an eos (a trained one gets them; llmkit.data.spans)."""
     configured = configured_tokenizer(cfg)
-    return configured or trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg.data))
+    if configured is not None and sentinels:
+        check_sentinels(configured, sentinels, "tokenizer.name_or_path" if cfg.tokenizer.name_or_path
+                        else "model.name_or_path")
+    return configured or trained_tokenizer(cfg.tokenizer, texts, corpus_fingerprint, cache_root(cfg.data), sentinels)
 
 
 def configured_tokenizer(cfg: Config):
@@ -64,15 +69,15 @@ def configured_tokenizer(cfg: Config):
 
 
 def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]], corpus_fingerprint: str,
-                      cache_root: Path):
+                      cache_root: Path, sentinels: int = 0):
     """The tokenizer trained on `texts` as `section` says, from the cache when it was trained before."""
     from transformers import AutoTokenizer
 
-    settings = section.model_dump(exclude={"name_or_path"})
+    settings = section.model_dump(exclude={"name_or_path"}) | ({"sentinels": sentinels} if sentinels else {})
     key = hashlib.sha256(json.dumps([FORMAT_VERSION, corpus_fingerprint, settings], sort_keys=True).encode()).hexdigest()[:16]
     folder = cache_root / "tokenizers" / key
     if not (folder / "tokenizer.json").exists():
-        tokenizer = train_tokenizer(section, texts)
+        tokenizer = train_tokenizer(section, texts, sentinels)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=folder.parent))
         tokenizer.save_pretrained(tmp)
@@ -83,7 +88,7 @@ def trained_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[st
     return AutoTokenizer.from_pretrained(folder)
 
 
-def train_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]]):
+def train_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]], sentinels: int = 0):
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -128,6 +133,12 @@ def train_tokenizer(section: TokenizerSection, texts: Callable[[], Iterable[str]
         tok.post_processor = processors.TemplateProcessing(
             single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
             special_tokens=[(t, tok.token_to_id(t)) for t in (cls, sep)])
+    if sentinels:  # T5's: sentinels after the learnt vocabulary, each text ended by eos (a BERT-style [SEP])
+        tok.add_special_tokens(sentinel_names(sentinels))
+        specials = {"eos_token": specials["sep_token"], **specials, "extra_special_tokens": sentinel_names(sentinels)}
+        eos = specials["eos_token"]
+        tok.post_processor = processors.TemplateProcessing(single=f"$A {eos}", pair=f"$A {eos} $B {eos}",
+                                                           special_tokens=[(eos, tok.token_to_id(eos))])
     return PreTrainedTokenizerFast(tokenizer_object=tok, **specials)
 
 

@@ -16,7 +16,11 @@ from llmkit.objectives.classification import MultiLabelClassification, Regressio
 from llmkit.objectives.contrastive import Contrastive
 from llmkit.objectives.embedding import SentenceEmbedding, ZeroShotClassification
 from llmkit.objectives.masked_lm import MaskedLM
+from llmkit.objectives.question_answering import QuestionAnswering
+from llmkit.objectives.multiple_choice import MultipleChoice
 from llmkit.objectives.sentence_pairs import NextSentencePrediction, SentenceOrderPrediction
+from llmkit.objectives.seq2seq import Seq2Seq
+from llmkit.objectives.span_corruption import SpanCorruption
 from llmkit.objectives.token_classification import TokenClassification
 
 if TYPE_CHECKING:
@@ -29,12 +33,16 @@ OBJECTIVES = {
     "mlm+sop": SentenceOrderPrediction,
     "clm": CausalLM,
     "contrastive": Contrastive,
+    "span_corruption": SpanCorruption,
 }
 TASKS = {
     "sequence_classification": SequenceClassification,
     "regression": Regression,
     "multi_label_classification": MultiLabelClassification,
     "token_classification": TokenClassification,
+    "question_answering": QuestionAnswering,
+    "multiple_choice": MultipleChoice,
+    "seq2seq": Seq2Seq,
 }
 USES = {
     "embed": SentenceEmbedding,

@@ -12,6 +12,9 @@ A family is one class; the stages, the training loop and evaluation use nothing 
     family.metrics(loss_sum, count, outputs)
     family.prediction_records(outputs)   `evaluate --save-predictions`' rows (a task's inputs, gold, predicted)
     family.predict(model, examples, run) a chunk of `infer` inputs -> the JSON rows it writes, in order
+    family.predictions(logits, ...)      a batch's logits (numpy, from torch or ONNX Runtime) -> its JSON rows
+    Family.onnx_outputs                  what its ONNX graph returns (llmkit export; None: it has no export)
+    family.export_inputs(lines)          the batch `llmkit export` traces and checks its graph on
     Family.evaluation(cfg, split, ...)   `llmkit evaluate`'s scores  |  Family.predictor(...): `infer`'s
 
 Objective (pretraining) and Task (fine-tuning) add how their data is read and encoded.
@@ -22,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
 
 from llmkit.data.batching import pad_inputs
 
@@ -56,7 +61,7 @@ SEQ2SEQ_LM = ModelKind("AutoModelForSeq2SeqLM", ("ForConditionalGeneration", "MT
 
 @dataclass
 class PredictRun:
-    """How `infer` runs: where, how many inputs per forward, fill-mask candidates per mask."""
+    """How `infer` runs: where (None: ONNX Runtime), how many inputs per forward, fill-mask candidates per mask."""
 
     accelerator: Any
     batch_size: int
@@ -70,6 +75,11 @@ class Family:
     unused_parameters: ClassVar[bool] = False  # DDP must expect parameters that get no gradient in a step
     metric_names: ClassVar[tuple[str, ...]] = ("loss",)  # the scalars its evaluation reports (num_examples aside)
     example_predictions: ClassVar[bool] = False  # evaluate --save-predictions writes its per-example records
+    # `llmkit export --format onnx`: the graph's outputs -> the names of their leading dims that vary
+    # ({"logits": ("batch",)}: one row per example); None: the family has no ONNX export yet
+    onnx_outputs: ClassVar[dict[str, tuple[str, ...]] | None] = None
+    onnx_input_dims: ClassVar[tuple[str, ...]] = ("batch", "sequence")  # of each input (multiple choice: 3-D)
+    generates: ClassVar[bool] = False  # its predict is handed the torch model itself (generation), not TorchLogits
 
     cfg: Config
     tokenizer: Any
@@ -118,7 +128,13 @@ class Family:
         """`llmkit infer`: a function from a chunk of input examples to their JSON rows."""
         family, model = cls.trained(cfg, source, tokenizer, cls.predict_kind or cls.model_kind)
         model = model.to(run.accelerator.device).eval()
+        model = model if cls.generates else TorchLogits(model, run.accelerator)
         return lambda examples: family.predict(model, examples, run)
+
+    @classmethod
+    def with_model_config(cls, cfg: Config, tokenizer, config: dict):
+        """The family for a trained model whose config.json holds `config` (its labels, for a task)."""
+        raise NotImplementedError
 
     @classmethod
     def card_usage(cls, folder: str) -> list[str]:
@@ -140,22 +156,32 @@ class Family:
 
     def predict(self, model, examples: list[dict], run: PredictRun) -> list[dict]:
         """Forward passes over batches of (nearly) equal token counts: little compute goes to padding, and a
-        batch without any runs attention unmasked. Rows come back in input order."""
-        import torch
-
+        batch without any runs attention unmasked. Rows come back in input order. `model`: numpy inputs ->
+        numpy fp32 logits (TorchLogits, or llmkit.onnx_runtime's session), so one post-processing serves both."""
         encoded = self.encode_inputs(examples)
         order = sorted(range(len(examples)), key=lambda i: len(encoded["input_ids"][i]))
         columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
         results: list[dict | None] = [None] * len(examples)
-        with torch.no_grad(), run.accelerator.autocast():
-            for start in range(0, len(order), run.batch_size):
-                ids = order[start:start + run.batch_size]
-                padded = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer))
-                inputs = {k: v.to(run.accelerator.device) for k, v in padded.items()}
-                logits = model(**inputs).logits.float()
-                for i, prediction in zip(ids, self.predictions(logits, inputs, encoded, ids, examples, run)):
-                    results[i] = {**examples[i], **prediction}
+        for start in range(0, len(order), run.batch_size):
+            ids = order[start:start + run.batch_size]
+            inputs = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer),
+                                as_numpy=True)
+            logits = model(inputs, self.logit_positions(inputs))
+            for i, prediction in zip(ids, self.predictions(logits, inputs, encoded, ids, examples, run)):
+                results[i] = {**examples[i], **prediction}
         return results
+
+    def export_inputs(self, lines: list[str]) -> dict:
+        """A padded batch (torch tensors, as the graph takes them) of `lines` that `llmkit export` traces the
+        model on and checks the ONNX graph against it with."""
+        encoded = self.encode_inputs([self.from_line(line) for line in lines])
+        return pad_inputs({k: encoded[k] for k in ("input_ids", "token_type_ids") if k in encoded},
+                          pad_token_id(self.tokenizer))
+
+    def logit_positions(self, inputs: dict) -> np.ndarray | None:
+        """The token positions whose logits `predictions` reads ([batch, length] booleans; None: all the
+        logits): only these leave the device."""
+        return None
 
     def encode_inputs(self, examples: list[dict]):
         texts = [e["text"] for e in examples]
@@ -164,8 +190,38 @@ class Family:
 
     def predictions(self, logits, inputs: dict, encoded, ids: list[int], examples: list[dict],
                     run: PredictRun) -> list[dict]:
-        """One prediction per row of the batch `ids` (logits as the model returns them)."""
+        """One prediction per row of the batch `ids`: `logits` a numpy fp32 array, as the model returns them (or
+        at logit_positions), `inputs` the padded numpy batch."""
         raise NotImplementedError
+
+
+class TorchLogits:
+    """A torch model as `predict` calls it: numpy inputs in, fp32 logits out as numpy (those of the input's own
+    tokens at `positions`, when given), run on the accelerator's device under its autocast, without gradients."""
+
+    def __init__(self, model, accelerator):
+        self.model, self.accelerator = model, accelerator
+
+    def __call__(self, inputs: dict[str, np.ndarray], positions: np.ndarray | None = None) -> np.ndarray:
+        import torch
+
+        device = self.accelerator.device
+        with torch.no_grad(), self.accelerator.autocast():
+            tensors = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
+            logits = self.model(**tensors).logits.float()
+        if positions is not None:
+            logits = token_logits(logits, tensors["input_ids"])[torch.from_numpy(positions).to(device)]
+        return logits.cpu().numpy()
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Over the last axis, in the logits' precision (fp32), as torch's softmax."""
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return 0.5 * (1 + np.tanh(0.5 * logits))  # = 1 / (1 + e^-x), without overflowing for large -x
 
 
 def refuse_predictions(family: type, predictions: list | None) -> None:

@@ -15,6 +15,8 @@ class CausalLM(Objective):
 
     model_kind = CAUSAL_LM
     pipeline_task = "text-generation"
+    onnx_outputs = {"logits": ("batch", "sequence")}  # exported; infer's generation runs on torch
+    generates = True
     metric_names = ("loss", "perplexity", "num_predicted_tokens")
     causal = True
 

@@ -7,13 +7,10 @@
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from llmkit.data.batching import pad_inputs
 from llmkit.data.labeled import label_list
 from llmkit.errors import LlmkitError
-from llmkit.objectives.base import ModelKind, mean_loss, model_inputs
+from llmkit.objectives.base import ModelKind, mean_loss, model_inputs, sigmoid, softmax
 from llmkit.objectives.task import Task
 
 SEQUENCE_CLASSIFICATION = ModelKind("AutoModelForSequenceClassification", ("ForSequenceClassification",),
@@ -28,6 +25,7 @@ class SequenceClassification(Task):
     peft_task_type = "SEQ_CLS"
     problem_type = "single_label_classification"
     stratified = True
+    onnx_outputs = {"logits": ("batch",)}
     metric_names = ("loss", "accuracy", "precision", "recall", "f1", "precision_micro", "recall_micro", "f1_micro",
                     "mcc", "f1_binary")  # f1_binary: two-class tasks
     POSITIVE_NAMES = ("1", "positive", "true", "yes")
@@ -70,6 +68,8 @@ class SequenceClassification(Task):
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
         batch = pad_inputs(rows, self.tokenizer.pad_token_id)
         if "labels" in rows:
+            import torch
+
             batch["labels"] = torch.tensor(rows["labels"])  # int64 class ids; float32 scores or multi-hot rows
         return batch
 
@@ -80,6 +80,8 @@ class SequenceClassification(Task):
         return module(**model_inputs(batch)).logits.float()
 
     def loss(self, module, batch):
+        import torch.nn.functional as F
+
         return F.cross_entropy(self.logits(module, batch), batch["labels"], reduction="sum"), self.count(batch)
 
     def eval_outputs(self, module, batch) -> list:
@@ -100,7 +102,7 @@ class SequenceClassification(Task):
 
     def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
         results = []
-        for probabilities in logits.softmax(-1).tolist():
+        for probabilities in softmax(logits).tolist():
             best = max(range(len(probabilities)), key=probabilities.__getitem__)
             results.append({"label": self.id2label[best], "score": probabilities[best],
                             "scores": {self.id2label[i]: p for i, p in enumerate(probabilities)}})
@@ -189,6 +191,8 @@ class MultiLabelClassification(SequenceClassification):
         return targets
 
     def loss(self, module, batch):
+        import torch.nn.functional as F
+
         logits = self.logits(module, batch)
         # Summed over labels and averaged per example, so the loop's per-example normalisation applies.
         loss = F.binary_cross_entropy_with_logits(logits, batch["labels"], reduction="sum") / logits.shape[-1]
@@ -211,7 +215,7 @@ class MultiLabelClassification(SequenceClassification):
 
     def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
         results = []
-        for probabilities in logits.sigmoid().tolist():
+        for probabilities in sigmoid(logits).tolist():
             results.append({"labels": [self.id2label[i] for i, p in enumerate(probabilities) if p > self.threshold],
                             "scores": {self.id2label[i]: p for i, p in enumerate(probabilities)}})
         return results

@@ -4,9 +4,6 @@ rows. The encoder is saved with its pooling, as sentence-transformers saves it; 
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
 from llmkit.data.batching import pad_inputs
 from llmkit.data.sentences import sentence_rows, sentence_texts
 from llmkit.data.tokenizer import choose_tokenizer, fingerprint_files
@@ -44,6 +41,8 @@ class Contrastive(Objective):
         return sentence_rows(self.cfg.data, split, self.tokenizer)
 
     def wrap(self, model):
+        from llmkit.objectives.losses import ContrastiveLoss
+
         return ContrastiveLoss(model, self.section.pooling, self.section.temperature)
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
@@ -56,7 +55,7 @@ class Contrastive(Objective):
         return batch
 
     def count(self, batch):
-        return torch.tensor(len(batch["input_ids"]))
+        return batch["input_ids"].new_tensor(len(batch["input_ids"]))
 
     def loss(self, module, batch):
         """`module` is a ContrastiveLoss: its forward is the summed loss of the batch."""
@@ -71,41 +70,3 @@ class Contrastive(Objective):
         from llmkit.objectives.embedding import SentenceEmbedding
 
         return SentenceEmbedding.predictor(cfg, source, tokenizer, run)
-
-
-class ContrastiveLoss(torch.nn.Module):
-    """SimCSE's loss, summed over the batch: each sentence's embedding must be closer (cosine / temperature,
-    softmax over the batch) to its own positive than to the other sentences' positives and to every hard
-    negative. Unsupervised, the positive is the sentence itself encoded again: dropout makes the difference.
-    Saved as the plain encoder plus its pooling (sentence-transformers' 1_Pooling/config.json)."""
-
-    def __init__(self, model, pooling: str, temperature: float):
-        super().__init__()
-        self.model, self.pooling, self.temperature = model, pooling, temperature
-
-    def embed(self, input_ids, attention_mask):
-        from llmkit.embeddings import pool
-
-        hidden = self.model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        return pool(hidden.float(), attention_mask, self.pooling, normalize=True)
-
-    def forward(self, input_ids, attention_mask, pair_input_ids=None, pair_attention_mask=None,
-                negative_input_ids=None, negative_attention_mask=None):
-        if pair_input_ids is None:  # one forward over both copies: two independent dropout masks
-            anchors, positives = self.embed(torch.cat([input_ids, input_ids]),
-                                            torch.cat([attention_mask, attention_mask])).chunk(2)
-        else:
-            anchors, positives = self.embed(input_ids, attention_mask), self.embed(pair_input_ids, pair_attention_mask)
-        candidates = [positives]
-        if negative_input_ids is not None:
-            candidates.append(self.embed(negative_input_ids, negative_attention_mask))
-        scores = anchors @ torch.cat(candidates).T / self.temperature
-        return F.cross_entropy(scores, torch.arange(len(anchors), device=scores.device), reduction="sum")
-
-    def hf_models(self) -> dict:
-        return {"": ("model.", self.model)}
-
-    def save_extras(self, folder) -> None:
-        from llmkit.embeddings import save_pooling
-
-        save_pooling(folder, self.pooling, self.model.config.hidden_size)

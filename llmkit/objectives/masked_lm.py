@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import math
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from llmkit.data.batching import pad, pad_inputs
 from llmkit.errors import LlmkitError
-from llmkit.objectives.base import IGNORE_INDEX, ModelKind, language_model_metrics, model_inputs, token_logits
+from llmkit.objectives.base import IGNORE_INDEX, ModelKind, language_model_metrics, model_inputs, softmax
 from llmkit.objectives.objective import Objective
 
 MASKED_LM = ModelKind("AutoModelForMaskedLM", ("ForMaskedLM", "ForPreTraining"), "masked-lm", "pretrain")
-LM_HEADS = ("cls", "lm_head")  # the LM head's attribute in BERT- and RoBERTa-style *ForMaskedLM models
-CHUNK_BYTES = 16 << 20
 PSEUDO_PERPLEXITY_TOKENS = 16384  # tokens per forward when scoring one-mask copies of an example
 _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)
 
@@ -24,6 +21,8 @@ _MIX = (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9)
 def example_generator(seed: int, epoch: int, example_id: int):
     """A torch generator for one example in one epoch: masking does not depend on batch layout,
     process count or where a run resumed."""
+    import torch
+
     return torch.Generator().manual_seed((seed * _MIX[0] + (epoch + 1) * _MIX[1] + example_id) % (1 << 63))
 
 
@@ -33,6 +32,7 @@ class MaskedLM(Objective):
 
     model_kind = MASKED_LM
     pipeline_task = "fill-mask"
+    onnx_outputs = {"logits": ("batch", "sequence")}
     metric_names = ("loss", "perplexity", "num_predicted_tokens")  # and pseudo_perplexity when thorough
 
     def __init__(self, cfg, tokenizer, thorough: bool = False):
@@ -43,9 +43,13 @@ class MaskedLM(Objective):
         self.special_ids = sorted(set(tokenizer.all_special_ids))
 
     def wrap(self, model):
+        from llmkit.objectives.losses import MaskedLMLoss
+
         return MaskedLMLoss(model, self.section.sparse_prediction)
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        import torch
+
         s = self.section
         batch = pad_inputs(rows, self.tokenizer.pad_token_id)
         input_ids, labels = batch["input_ids"], batch["input_ids"].clone()
@@ -89,6 +93,8 @@ class MaskedLM(Objective):
     def _pseudo_log_likelihoods(self, module, batch) -> list[dict]:
         """Per example: the summed loss of each non-special token masked alone, given all the others
         (its pseudo-log-likelihood, negated), over copies of the example with one [MASK] each."""
+        import torch
+
         original = torch.where(batch["labels"] != IGNORE_INDEX, batch["labels"], batch["input_ids"])  # unmasked
         specials = torch.tensor(self.special_ids, device=original.device)
         maskable = batch["attention_mask"].bool() & ~torch.isin(original, specials)
@@ -107,55 +113,21 @@ class MaskedLM(Objective):
             outputs.append({"pll_loss": loss, "pll_tokens": len(positions)})
         return outputs
 
-    def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
-        """The top-k fillers of each mask token."""
-        logits = token_logits(logits, inputs["input_ids"])
-        return [self._fill_mask(inputs["input_ids"][row], logits[row], run.top_k, i) for row, i in enumerate(ids)]
+    def logit_positions(self, inputs: dict) -> np.ndarray:
+        return inputs["input_ids"] == self.tokenizer.mask_token_id
 
-    def _fill_mask(self, input_ids, logits, top_k: int, index: int) -> dict:
-        positions = (input_ids == self.tokenizer.mask_token_id).nonzero().flatten().tolist()
-        if not positions:
+    def predictions(self, logits, inputs, encoded, ids, examples, run) -> list[dict]:
+        """The top-k fillers of each mask token (`logits`: the mask tokens', in row order)."""
+        per_row = np.split(logits, np.cumsum(self.logit_positions(inputs).sum(1))[:-1])
+        return [self._fill_mask(row_logits, run.top_k, i) for row_logits, i in zip(per_row, ids)]
+
+    def _fill_mask(self, logits: np.ndarray, top_k: int, index: int) -> dict:
+        if not len(logits):
             raise LlmkitError(f"--input: row {index + 1} has no {self.tokenizer.mask_token} token to fill")
         predictions = []
-        for position in positions:
-            scores, token_ids = logits[position].softmax(-1).topk(top_k)
-            predictions.append([{"token": self.tokenizer.decode([t]).strip(), "token_id": t, "score": s}
-                                for s, t in zip(scores.tolist(), token_ids.tolist())])
+        for probabilities in softmax(logits):
+            best = np.argpartition(-probabilities, top_k - 1)[:top_k]
+            token_ids = best[np.argsort(-probabilities[best], kind="stable")].tolist()
+            predictions.append([{"token": self.tokenizer.decode([t]).strip(), "token_id": t,
+                                 "score": float(probabilities[t])} for t in token_ids])
         return {"predictions": predictions}
-
-
-def head_losses(head, hidden, labels, vocab_size: int):
-    """Cross-entropy of `head(hidden)` row by row, a chunk of rows at a time. The fp32 logits of every
-    masked row at once (614 x 30,522 for a 32 x 128 BERT batch: 75 MB) are mapped fresh by glibc and
-    page-faulted in on every step; chunks of at most 16 MB are reused from the heap."""
-    rows = max(1, CHUNK_BYTES // (4 * vocab_size))
-    return torch.cat([F.cross_entropy(head(h).float(), y, reduction="none")
-                      for h, y in zip(hidden.split(rows), labels.split(rows))])
-
-
-class MaskedLMLoss(torch.nn.Module):
-    """Summed cross-entropy over the masked positions. With `sparse`, the encoder runs on every token
-    but the LM head (transform + vocabulary projection) only on the ~15% of rows that carry a label,
-    as MosaicBERT and ModernBERT do: the vocabulary matmul is then no longer the largest one. The loss
-    is the same as the dense head's. Architectures without a known head attribute run dense.
-    Training goes through this forward, so a DDP wrapper sees it; `hf_models()` says what to save."""
-
-    def __init__(self, model, sparse: bool = True):
-        super().__init__()
-        self.model = model
-        self.head = next((name for name in LM_HEADS if hasattr(model, name)), None) if sparse else None
-
-    def token_losses(self, labels, **inputs):
-        """The loss of each masked position, in row-major order."""
-        selected = labels != IGNORE_INDEX
-        if self.head is None:
-            return F.cross_entropy(self.model(**inputs).logits[selected].float(), labels[selected], reduction="none")
-        hidden = self.model.base_model(**inputs)[0]
-        return head_losses(getattr(self.model, self.head), hidden[selected], labels[selected],
-                           self.model.config.vocab_size)
-
-    def forward(self, labels, **inputs):
-        return self.token_losses(labels, **inputs).sum()
-
-    def hf_models(self) -> dict:
-        return {"": ("model.", self.model)}

@@ -42,3 +42,7 @@ class Objective(Family):
     @classmethod
     def trained(cls, cfg: Config, source: str, tokenizer, kind: ModelKind, thorough: bool = False):
         return cls(cfg, tokenizer, thorough), load_trained_model(cfg, source, kind)
+
+    @classmethod
+    def with_model_config(cls, cfg: Config, tokenizer, config: dict):
+        return cls(cfg, tokenizer)

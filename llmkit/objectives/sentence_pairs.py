@@ -4,12 +4,8 @@ prediction (`mlm+sop`), on a *ForPreTraining model. `infer` fills masks with its
 
 from __future__ import annotations
 
-import torch
-import torch.nn.functional as F
-
-from llmkit.errors import LlmkitError
 from llmkit.objectives.base import IGNORE_INDEX, ModelKind, language_model_metrics, model_inputs
-from llmkit.objectives.masked_lm import MASKED_LM, MaskedLM, MaskedLMLoss, head_losses
+from llmkit.objectives.masked_lm import MASKED_LM, MaskedLM
 
 PRETRAINING = ModelKind("AutoModelForPreTraining", ("ForPreTraining",), "pretraining (masked-lm + sentence-pair)",
                         "pretrain")
@@ -23,9 +19,13 @@ class SentencePairs(MaskedLM):
     predict_kind = MASKED_LM
 
     def wrap(self, model):
+        from llmkit.objectives.losses import MaskedLMPairLoss
+
         return MaskedLMPairLoss(model, self.section.sparse_prediction)
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
+        import torch
+
         batch = super().collate(rows, example_ids, epoch)
         batch["next_sentence_label"] = torch.tensor(rows["next_sentence_label"])
         return batch
@@ -61,40 +61,3 @@ class NextSentencePrediction(SentencePairs):
 class SentenceOrderPrediction(SentencePairs):
     pair_task = "sop"
     metric_names = (*MaskedLM.metric_names, "masked_lm_loss", "sop_accuracy")
-
-
-class MaskedLMPairLoss(MaskedLMLoss):
-    """BERT's pretraining loss: masked LM plus a two-way sentence-pair head (NSP or SOP) on the pooled
-    [CLS] vector, from a *ForPreTraining model. BERT sums the mean masked-token loss and the mean pair
-    loss; the loop divides the sum by the masked-token count, so each pair's loss is weighted by the
-    masked tokens per example. The LM head runs on masked rows only, as in MaskedLMLoss."""
-
-    HEADS = (("cls.predictions", "cls.seq_relationship"), ("predictions", "sop_classifier"))  # BERT, ALBERT
-
-    def __init__(self, model, sparse: bool = True):
-        torch.nn.Module.__init__(self)
-        names = {name for name, _ in model.named_modules()}
-        heads = next((pair for pair in self.HEADS if set(pair) <= names), None)
-        if heads is None:
-            raise LlmkitError(f"pretrain.objective: {type(model).__name__} has no sentence-pair head; "
-                              "NSP and SOP train BERT- or ALBERT-style models (model_type bert or albert)")
-        self.model, self.sparse, self.heads = model, sparse, heads  # names: the modules stay registered once
-
-    def outputs(self, labels, **inputs):
-        """Each masked position's loss, and each example's pair logits."""
-        lm_head, pair_head = (self.model.get_submodule(name) for name in self.heads)
-        hidden, pooled = self.model.base_model(**inputs)[:2]
-        selected = labels != IGNORE_INDEX
-        if self.sparse:
-            token_losses = head_losses(lm_head, hidden[selected], labels[selected], self.model.config.vocab_size)
-        else:
-            token_losses = F.cross_entropy(lm_head(hidden)[selected].float(), labels[selected], reduction="none")
-        return token_losses, pair_head(pooled).float()
-
-    def token_losses(self, labels, **inputs):
-        return self.outputs(labels, **inputs)[0]
-
-    def forward(self, labels, next_sentence_label, **inputs):
-        token_losses, pair_logits = self.outputs(labels, **inputs)
-        pair_loss = F.cross_entropy(pair_logits, next_sentence_label, reduction="sum")
-        return token_losses.sum() + pair_loss * len(token_losses) / len(next_sentence_label)

@@ -131,8 +131,11 @@ class Task(Family):
     @classmethod
     def trained(cls, cfg: Config, source: str, tokenizer, kind: ModelKind, thorough: bool = False):
         model = load_trained_model(cfg, source, kind)
-        id2label = {int(i): str(name) for i, name in model.config.id2label.items()}
-        return cls(cfg, tokenizer, id2label), model
+        return cls.with_model_config(cfg, tokenizer, model.config.to_dict()), model
+
+    @classmethod
+    def with_model_config(cls, cfg: Config, tokenizer, config: dict):
+        return cls(cfg, tokenizer, {int(i): str(name) for i, name in config["id2label"].items()})
 
     @classmethod
     def input_fields(cls, data: DataSection) -> dict[str, str]:

@@ -9,8 +9,6 @@ are scored whole. `infer` writes {tokens, tags}; a .txt line is split on whitesp
 
 from __future__ import annotations
 
-import torch.nn.functional as F
-
 from llmkit.data.batching import pad, pad_inputs
 from llmkit.console import say
 from llmkit.data.labeled import label_list
@@ -27,6 +25,7 @@ class TokenClassification(Task):
     model_kind = TOKEN_CLASSIFICATION
     pipeline_task = "token-classification"
     peft_task_type = "TOKEN_CLS"
+    onnx_outputs = {"logits": ("batch", "sequence")}
     metric_names = ("loss", "precision", "recall", "f1", "accuracy")
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
@@ -144,6 +143,8 @@ class TokenClassification(Task):
         return token_logits(module(**model_inputs(batch)).logits.float(), batch["input_ids"])
 
     def loss(self, module, batch):
+        import torch.nn.functional as F
+
         logits = self.logits(module, batch)
         loss_sum = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["labels"].view(-1),
                                    ignore_index=IGNORE_INDEX, reduction="sum")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from llmkit.config import Config, load_config
+from llmkit.console import quiet
 from llmkit.data.bad_rows import find_bad_rows, summary
 from llmkit.data.corpus import documents
 from llmkit.data.labeled import has_validation, read_split, task_row_problem
@@ -70,7 +71,8 @@ def run(targets: list[str], processes: int | None, as_json: bool) -> int:
     configs, overrides = split_targets(targets)
     if not configs:
         raise LlmkitError("validate: give at least one config file (YAML)")
-    found = [inspect(path, overrides, processes or int(os.environ.get("WORLD_SIZE", 1))) for path in configs]
+    with quiet():
+        found = [inspect(path, overrides, processes or int(os.environ.get("WORLD_SIZE", 1))) for path in configs]
     print(json.dumps([vars(f) | {"valid": f.valid} for f in found], indent=2) if as_json
           else "\n\n".join(f.text() for f in found))
     return 0 if all(f.valid for f in found) else 2

@@ -1,0 +1,121 @@
+"""Seq2seq training throughput: llmkit's `finetune.task: seq2seq` against transformers' Seq2SeqTrainer set up as
+run_translation.py sets it up (DataCollatorForSeq2Seq with the model, labels padded with -100, AdamW), on the same
+T5 from scratch, tokenizer, Multi30k pairs, batch and lengths. Each side runs in a fresh process; the figure is
+source tokens per second of training (what llmkit's metrics.jsonl logs as tokens_per_s), after warm-up steps.
+
+    python benchmarks/bench_seq2seq.py                       # Multi30k en->de, the configs/finetune/multi30k.yaml T5
+    python benchmarks/bench_seq2seq.py --tiny --steps 6      # a smoke run of seconds (d_model 32, 1+1 layers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "configs" / "finetune" / "multi30k.yaml"
+TINY = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_heads": 4, "num_layers": 1, "num_decoder_layers": 1}
+
+
+def llmkit_run(out: Path, args) -> dict:
+    """llmkit's run; its tokenizer and model config are what the peer then reuses."""
+    overrides = [f"output_dir={out}", f"train.max_steps={args.steps}", f"train.logging_steps={args.warmup}",
+                 "train.eval_strategy=no", "train.save_strategy=no", "train.max_time=null",
+                 f"train.per_device_train_batch_size={args.batch}", f"data.max_train_samples={args.samples}",
+                 "data.validation_file=null", "data.test_file=null", f"train.mixed_precision={args.precision}"]
+    if args.tiny:
+        overrides += [f"model.config.{k}={v}" for k, v in TINY.items()] + ["tokenizer.vocab_size=1000"]
+    subprocess.run([sys.executable, "-m", "llmkit", "finetune", str(CONFIG), *overrides], cwd=ROOT, check=True,
+                   stdout=subprocess.DEVNULL)
+    rates = [json.loads(line)["tokens_per_s"] for line in (out / "metrics.jsonl").read_text().splitlines()
+             if "tokens_per_s" in line][1:]  # the first window holds the warm-up steps
+    return {"side": "llmkit", "tokens_per_s": statistics.median(rates) if rates else None}
+
+
+def peer(out: Path, args) -> dict:
+    """Seq2SeqTrainer on llmkit's saved tokenizer and model config (fresh weights), as run_translation trains."""
+    import torch
+    from datasets import Dataset
+    from transformers import (AutoConfig, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq,
+                              Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback)
+
+    from llmkit.config import load_config
+    from llmkit.data.parallel import parallel_paths
+    from llmkit.paths import split_file
+
+    cfg = load_config(CONFIG, [f"output_dir={out}"])
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    model = AutoModelForSeq2SeqLM.from_config(AutoConfig.from_pretrained(out))
+    source_path, target_path = parallel_paths(cfg.data, split_file(cfg.data, "train"))
+    sources = Path(source_path).read_text().splitlines()[:args.samples]
+    targets = Path(target_path).read_text().splitlines()[:args.samples]
+
+    def tokenize(batch):
+        encoded = tokenizer(batch["source"], max_length=cfg.data.max_seq_length, truncation=True)
+        encoded["labels"] = tokenizer(text_target=batch["target"], max_length=cfg.finetune.seq2seq.max_target_length,
+                                      truncation=True)["input_ids"]
+        return encoded
+
+    data = Dataset.from_dict({"source": sources, "target": targets}).map(tokenize, batched=True,
+                                                                         remove_columns=["source", "target"])
+    clock = {"tokens": 0, "start": None}
+
+    class Window(TrainerCallback):  # source tokens and time after the warm-up steps
+        def on_step_end(self, arguments, state, control, **kwargs):
+            if state.global_step == args.warmup:
+                clock["start"] = time.perf_counter()
+
+    class Counting(Seq2SeqTrainer):
+        def training_step(self, model, inputs, *rest, **kw):
+            if clock["start"] is not None:
+                clock["tokens"] += int(inputs["attention_mask"].sum())
+            return super().training_step(model, inputs, *rest, **kw)
+
+    training = Seq2SeqTrainingArguments(output_dir=str(out / "peer"), max_steps=args.steps, report_to=[],
+                                        per_device_train_batch_size=args.batch, save_strategy="no",
+                                        logging_steps=args.warmup, bf16=args.precision == "bf16", use_cpu=True,
+                                        learning_rate=cfg.train.learning_rate, seed=cfg.seed)
+    trainer = Counting(model=model, args=training, train_dataset=data, processing_class=tokenizer,
+                       data_collator=DataCollatorForSeq2Seq(tokenizer, model=model), callbacks=[Window()])
+    torch.manual_seed(cfg.seed)
+    trainer.train()
+    seconds = time.perf_counter() - clock["start"]
+    return {"side": "Seq2SeqTrainer", "tokens_per_s": clock["tokens"] / seconds}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--samples", type=int, default=8000)
+    parser.add_argument("--precision", choices=["no", "bf16"], default="bf16")
+    parser.add_argument("--tiny", action="store_true", help="a model of seconds, to check the script runs")
+    parser.add_argument("--peer-in", help=argparse.SUPPRESS)  # internal: run the peer in this process
+    args = parser.parse_args()
+    if args.peer_in:
+        print(json.dumps(peer(Path(args.peer_in), args)))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "llmkit"
+        ours = llmkit_run(out, args)
+        print(json.dumps(ours))
+        flags = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}",
+                 f"--samples={args.samples}", f"--precision={args.precision}", f"--peer-in={out}"]
+        theirs = json.loads(subprocess.run([sys.executable, __file__, *flags], cwd=ROOT, check=True, text=True,
+                                           capture_output=True).stdout.strip().splitlines()[-1])
+        print(json.dumps(theirs))
+        print(json.dumps({"benchmark": "seq2seq training", "config": yaml.safe_dump(vars(args)).strip(),
+                          "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"]}))
+
+
+if __name__ == "__main__":
+    main()
