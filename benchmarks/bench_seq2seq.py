@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parent.parent
+from common import ROOT, append_result, emit, llmkit, machine, median, run, today  # noqa: E402
+
 CONFIG = ROOT / "configs" / "finetune" / "multi30k.yaml"
 TINY = {"d_model": 32, "d_kv": 8, "d_ff": 64, "num_heads": 4, "num_layers": 1, "num_decoder_layers": 1}
 
@@ -33,11 +32,10 @@ def llmkit_run(out: Path, args) -> dict:
                  "data.validation_file=null", "data.test_file=null", f"train.mixed_precision={args.precision}"]
     if args.tiny:
         overrides += [f"model.config.{k}={v}" for k, v in TINY.items()] + ["tokenizer.vocab_size=1000"]
-    subprocess.run([sys.executable, "-m", "llmkit", "finetune", str(CONFIG), *overrides], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    run(llmkit("finetune", CONFIG, *overrides))
     rates = [json.loads(line)["tokens_per_s"] for line in (out / "metrics.jsonl").read_text().splitlines()
              if "tokens_per_s" in line][1:]  # the first window holds the warm-up steps
-    return {"side": "llmkit", "tokens_per_s": statistics.median(rates) if rates else None}
+    return {"side": "llmkit", "tokens_per_s": median(rates) if rates else None}
 
 
 def peer(out: Path, args) -> dict:
@@ -91,31 +89,43 @@ def peer(out: Path, args) -> dict:
     return {"side": "Seq2SeqTrainer", "tokens_per_s": clock["tokens"] / seconds}
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--samples", type=int, default=8000)
+    parser.add_argument("--repeats", type=int, default=3, help="llmkit and the peer alternate, fresh processes")
     parser.add_argument("--precision", choices=["no", "bf16"], default="bf16")
     parser.add_argument("--tiny", action="store_true", help="a model of seconds, to check the script runs")
     parser.add_argument("--peer-in", help=argparse.SUPPRESS)  # internal: run the peer in this process
     args = parser.parse_args()
     if args.peer_in:
-        print(json.dumps(peer(Path(args.peer_in), args)))
-        return
+        emit(peer(Path(args.peer_in), args))
+        return 0
+    flags = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}", f"--samples={args.samples}",
+             f"--precision={args.precision}"]
+    rates = {"llmkit": [], "Seq2SeqTrainer": []}
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "llmkit"
-        ours = llmkit_run(out, args)
-        print(json.dumps(ours))
-        flags = [f"--steps={args.steps}", f"--warmup={args.warmup}", f"--batch={args.batch}",
-                 f"--samples={args.samples}", f"--precision={args.precision}", f"--peer-in={out}"]
-        theirs = json.loads(subprocess.run([sys.executable, __file__, *flags], cwd=ROOT, check=True, text=True,
-                                           capture_output=True).stdout.strip().splitlines()[-1])
-        print(json.dumps(theirs))
-        print(json.dumps({"benchmark": "seq2seq training", "config": yaml.safe_dump(vars(args)).strip(),
-                          "speedup": ours["tokens_per_s"] / theirs["tokens_per_s"]}))
+        for repeat in range(args.repeats):
+            out = Path(tmp) / f"llmkit-{repeat}"
+            ours = llmkit_run(out, args)
+            theirs, _ = run([sys.executable, __file__, *flags, f"--peer-in={out}"])
+            for result in (ours, theirs):
+                emit({"benchmark": "seq2seq training", "repeat": repeat, **result})
+                rates[result["side"]].append(result["tokens_per_s"])
+    speed = {side: median(values) for side, values in rates.items()}
+    speedup = speed["llmkit"] / speed["Seq2SeqTrainer"]
+    emit({"benchmark": "seq2seq training", "source_tokens_per_s": speed, "speedup": speedup})
+    if not args.tiny:  # a smoke run's figures are not results
+        append_result("Seq2seq training throughput (issue 18): Multi30k en->de, the multi30k.yaml T5, against "
+                      "Seq2SeqTrainer (run_translation's set-up)",
+                      ["date", "machine", "source tokens/s llmkit / Seq2SeqTrainer", "speedup", "command"],
+                      [today(), machine(), f"{speed['llmkit']:.0f} / {speed['Seq2SeqTrainer']:.0f}",
+                       f"**{speedup:.2f}x**", f"`python benchmarks/bench_seq2seq.py --repeats {args.repeats} "
+                       f"--steps {args.steps} --batch {args.batch} --precision {args.precision}`"])
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
