@@ -1,7 +1,8 @@
 """A trained run as an ONNX folder (`llmkit export OUTPUT_DIR --format onnx [--quantize int8]`).
 
     OUTPUT_DIR --load (a PEFT adapter merged)--> torch.onnx.export (the family's onnx_outputs, dynamic batch and
-    sequence) --check against torch on a padded batch--> [onnxruntime dynamic int8] --> staging --rename--> --to
+    sequence, and choices for multiple choice) --check every output against torch on a padded batch-->
+    [onnxruntime dynamic int8] --> staging --rename--> --to
 
 The folder holds model.onnx, the tokenizer, config.json (labels), the run's config.yaml, onnx.json (what the graph
 takes and returns) and a README.md saying how to run it with onnxruntime alone. It is built in a staging folder
@@ -53,7 +54,8 @@ def _family(run_dir: Path):
     family = family_of(cfg)
     if family.onnx_outputs is None:
         raise LlmkitError(f"--format onnx: {family.__name__} declares no ONNX graph (onnx_outputs) yet; exported are "
-                          "classification, regression, multi-label, token classification, masked and causal LMs")
+                          "classification, regression, multi-label, token classification, question answering, "
+                          "multiple choice, masked and causal LMs")
     return family, cfg
 
 
@@ -75,7 +77,7 @@ def _write(run_dir: Path, folder: Path, final: Path, family, cfg, quantize: str 
     model.config.save_pretrained(folder)
     shutil.copy2(run_dir / "config.yaml", folder / "config.yaml")
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
-    (folder / "README.md").write_text(card(final, run_dir, info))
+    (folder / "README.md").write_text(card(final, run_dir, info, family, cfg.data))
     return info
 
 
@@ -157,9 +159,16 @@ def _replace(staging: Path, to: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def card(folder: Path, run_dir: Path, info: dict) -> str:
-    """README.md: what the folder holds and how to run it with onnxruntime and tokenizers alone."""
-    feeds = ", ".join(f'"{name}": np.array([encoding.{ENCODING[name]}], dtype=np.int64)' for name in info["inputs"])
+def card(folder: Path, run_dir: Path, info: dict, family, data) -> str:
+    """README.md: what the folder holds and how to run it with llmkit (on lines of text, or JSON lines of the
+    family's input fields) and with onnxruntime and tokenizers alone. The snippet encodes the family's onnx_card_batch: a batch of
+    sequences, or with [batch, choices, sequence] inputs one row's choices, padded to one length."""
+    fields = list(family.input_fields(data))
+    rows = "texts.txt" if fields == ["text"] else f"rows.jsonl  # a JSON object a line: {', '.join(fields)}"
+    choices = len(info["input_dims"]) == 3
+    feeds = ", ".join(f'"{name}": np.array({"[" * choices}[e.{ENCODING[name]} for e in encodings]{"]" * choices}, '
+                      "dtype=np.int64)" for name in info["inputs"])
+    outputs = info["outputs"]
     return "\n".join([
         f"# {run_dir.name} (ONNX, {info['precision']})", "",
         f"`{MODEL_FILE}` is llmkit's {info['family']} model from `{run_dir}`, exported by `llmkit export` "
@@ -167,15 +176,16 @@ def card(folder: Path, run_dir: Path, info: dict) -> str:
         f"It takes {', '.join(info['inputs'])} ([{', '.join(info['input_dims'])}] int64, any sizes) and returns "
         f"{', '.join(info['outputs'])}. The tokenizer and config.json (labels: id2label) are beside it.", "",
         "## Usage with llmkit", "",
-        "```bash", f"llmkit infer {folder}/config.yaml output_dir={folder} infer.backend=onnxruntime --input texts.txt",
+        "```bash", f"llmkit infer {folder}/config.yaml output_dir={folder} infer.backend=onnxruntime --input {rows}",
         "```", "",
         "## Usage with onnxruntime alone", "",
         "```python", "import numpy as np", "import onnxruntime as ort", "from tokenizers import Tokenizer", "",
         f'folder = "{folder.resolve()}"',
         'tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")',
         f'session = ort.InferenceSession(f"{{folder}}/{MODEL_FILE}")',
-        'encoding = tokenizer.encode("the food was great .")',
-        f"{info['outputs'][0]} = session.run(None, {{{feeds}}})[0]", "```", "",
+        *(["tokenizer.enable_padding()  # the choices to one length; padding is masked out"] if choices else []),
+        f"encodings = tokenizer.encode_batch({family.onnx_card_batch})",
+        f"{', '.join(outputs)} = session.run(None, {{{feeds}}}){'[0]' * (len(outputs) == 1)}", "```", "",
     ])
 
 

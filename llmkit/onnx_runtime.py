@@ -1,9 +1,10 @@
 """`infer.backend: onnxruntime`: a folder `llmkit export --format onnx` wrote, run by ONNX Runtime without torch.
 
 The family's own `predict` runs as on torch (the same length-sorted batches, numpy padding, post-processing and
-JSON rows); only the forward differs. Nothing here imports torch, transformers' model code or accelerate: the
-tokenizer is the folder's tokenizer.json, loaded by the tokenizers backend, and the labels are read from
-config.json as JSON.
+JSON rows); only the forward differs, and it returns every output the graph declares (question answering's
+start and end logits) by name, as TorchLogits does. Nothing here imports torch, transformers' model code or
+accelerate: the tokenizer is the folder's tokenizer.json, loaded by the tokenizers backend, and the labels are
+read from config.json as JSON.
 """
 
 from __future__ import annotations
@@ -19,18 +20,20 @@ from llmkit.onnx_export import INFO_FILE, MODEL_FILE
 
 
 class OnnxLogits:
-    """An exported model as Family.predict calls it: numpy inputs in, the first output (logits) out, at
-    `positions` of the input's own tokens when given."""
+    """An exported model as Family.predict calls it (as TorchLogits): numpy inputs in, every declared output out by
+    name, at `positions` of the input's own tokens when given."""
 
     def __init__(self, folder: Path, info: dict):
         import onnxruntime
 
         self.session = onnxruntime.InferenceSession(str(folder / MODEL_FILE), providers=["CPUExecutionProvider"])
-        self.names, self.output = info["inputs"], info["outputs"][0]
+        self.names, self.outputs = info["inputs"], info["outputs"]
 
-    def __call__(self, inputs: dict[str, np.ndarray], positions: np.ndarray | None = None) -> np.ndarray:
-        logits = self.session.run([self.output], {name: inputs[name] for name in self.names})[0]
-        return logits if positions is None else token_logits(logits, inputs["input_ids"])[positions]
+    def __call__(self, inputs: dict[str, np.ndarray], positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        arrays = self.session.run(self.outputs, {name: inputs[name] for name in self.names})
+        if positions is not None:
+            arrays = [token_logits(v, inputs["input_ids"])[positions] for v in arrays]
+        return dict(zip(self.outputs, arrays))
 
 
 def onnx_loader(cfg, family: type[Family]):

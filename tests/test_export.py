@@ -1,10 +1,12 @@
 """`llmkit export --format onnx` and `infer.backend: onnxruntime`: for each exportable family a tiny model (hidden 32,
-one layer) is exported at one shape and run at others; ONNX fp32 logits agree with torch's within 1e-4, int8 agrees
-on the argmax mostly, and ONNX Runtime's `infer` writes torch's rows without importing torch."""
+one layer) is exported at one shape and run at others; ONNX fp32 outputs (each of them: question answering's start
+and end logits) agree with torch's within 1e-4, int8 agrees on the argmax mostly, the card's snippet runs, and ONNX
+Runtime's `infer` writes torch's rows without importing torch."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -24,6 +26,8 @@ RUNS = {  # family: (tiny config, overrides, Auto class, labels)
                                    "AutoModelForSequenceClassification", ["a", "b", "c"]),
     "token_classification": ("finetune", ["finetune.task=token_classification"], "AutoModelForTokenClassification",
                              TAGS),
+    "question_answering": ("question_answering", [], "AutoModelForQuestionAnswering", ["start", "end"]),
+    "multiple_choice": ("multiple_choice", [], "AutoModelForMultipleChoice", ["0", "1", "2", "3"]),
     "mlm": ("pretrain", [], "AutoModelForMaskedLM", None),
     "clm": ("clm", [], "AutoModelForCausalLM", None),
 }
@@ -64,7 +68,7 @@ def make_run(folder: Path, family: str) -> Path:
     model = getattr(transformers, auto).from_config(config)
     with torch.no_grad():  # margins wider than int8's rounding, so the argmax means something
         for name, weight in model.named_parameters():
-            if name.endswith(("classifier.weight", "decoder.weight", "lm_head.weight")):
+            if name.endswith(("classifier.weight", "qa_outputs.weight", "decoder.weight", "lm_head.weight")):
                 weight.mul_(20)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
@@ -77,32 +81,45 @@ def runs(tmp_path_factory) -> dict[str, Path]:
     return {family: make_run(root / family, family) for family in RUNS}
 
 
-def _batch(rng, batch: int, length: int, vocab: int) -> dict:
-    """Random ids of ragged lengths (padding masked out), with a second segment in token_type_ids."""
-    lengths = rng.integers(2, length + 1, batch)
+def _batch(rng, shape: tuple[int, ...], vocab: int) -> dict:
+    """Random ids of ragged lengths (padding masked out), with a second segment in token_type_ids; `shape`:
+    (batch, length), or (batch, choices, length) for multiple choice."""
+    rows, length = int(np.prod(shape[:-1])), shape[-1]
+    lengths = rng.integers(2, length + 1, rows)
     lengths[0] = length
-    ids = rng.integers(5, vocab, (batch, length))
+    ids = rng.integers(5, vocab, (rows, length))
     mask = (np.arange(length)[None] < lengths[:, None]).astype(np.int64)
-    return {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": (np.arange(length)[None] > 3) * mask}
+    batch = {"input_ids": ids * mask, "attention_mask": mask, "token_type_ids": (np.arange(length)[None] > 3) * mask}
+    return {k: v.reshape(shape) for k, v in batch.items()}
 
 
 def _logits(run: Path, onnx_folder: Path, shapes) -> list[tuple[np.ndarray, np.ndarray]]:
-    """(torch logits, ONNX logits) at each (batch, length) of `shapes`, at real tokens only."""
+    """(torch, ONNX) of every declared output at each shape of `shapes`; per-token outputs at real tokens only
+    (a score per token: padding's set to -1e4 in both, so a row's argmax is its best real token)."""
     import onnxruntime
     import torch
     import transformers
 
+    from llmkit.config import load_config
+    from llmkit.objectives import family_of
+
     info = json.loads((onnx_folder / "onnx.json").read_text())
+    per_token = {name: "sequence" in dims
+                 for name, dims in family_of(load_config(run / "config.yaml")).onnx_outputs.items()}
     model = getattr(transformers, RUNS[run.name][2]).from_pretrained(run).eval()
     session = onnxruntime.InferenceSession(str(onnx_folder / "model.onnx"))
     rng, pairs = np.random.default_rng(0), []
-    for batch, length in shapes:
-        inputs = {k: v for k, v in _batch(rng, batch, length, model.config.vocab_size).items() if k in info["inputs"]}
+    for shape in shapes:
+        inputs = {k: v for k, v in _batch(rng, shape, model.config.vocab_size).items() if k in info["inputs"]}
         with torch.no_grad():
-            reference = model(**{k: torch.from_numpy(v) for k, v in inputs.items()}).logits.numpy()
-        onnx = session.run(None, inputs)[0]
-        real = inputs["attention_mask"].astype(bool) if reference.ndim == 3 else slice(None)
-        pairs.append((reference[real], onnx[real]))
+            reference = model(**{k: torch.from_numpy(v) for k, v in inputs.items()})
+        real = inputs["attention_mask"].astype(bool)
+        for name, onnx in zip(info["outputs"], session.run(None, inputs)):
+            ours = reference[name].numpy()
+            if per_token[name] and ours.ndim == real.ndim:
+                pairs.append((np.where(real, ours, -1e4), np.where(real, onnx, -1e4)))
+            else:
+                pairs.append((ours[real], onnx[real]) if per_token[name] else (ours, onnx))
     return pairs
 
 
@@ -113,37 +130,54 @@ def _export(run: Path, to: Path, *options: str):
 
 
 SHAPES = [(1, 3), (2, 7), (5, 16), (3, 40)]  # exported at (2, 12): other batch sizes and lengths run
+CHOICE_SHAPES = [(1, 2, 3), (2, 3, 7), (3, 5, 16), (2, 4, 40)]  # exported at (2, 4 choices, 12)
+
+
+def _shapes(family: str):
+    return CHOICE_SHAPES if family == "multiple_choice" else SHAPES
+
+
+def _card_outputs(folder: Path) -> dict:
+    """What the card's onnxruntime-only snippet leaves: its outputs by name."""
+    snippet = re.search(r"## Usage with onnxruntime alone\n\n```python\n(.*?)```", (folder / "README.md").read_text(),
+                        re.S).group(1)
+    namespace = {}
+    exec(snippet, namespace)
+    return {name: namespace[name] for name in json.loads((folder / "onnx.json").read_text())["outputs"]}
 
 
 @pytest.mark.parametrize("family", RUNS)
 def test_onnx_fp32_logits_match_torch_at_every_shape(runs, family, tmp_path):
     result = _export(runs[family], tmp_path / "onnx")
     assert "fp32 matches torch" in result.output
-    for reference, onnx in _logits(runs[family], tmp_path / "onnx", SHAPES):
+    for reference, onnx in _logits(runs[family], tmp_path / "onnx", _shapes(family)):
         assert reference.shape == onnx.shape
         assert np.abs(reference - onnx).max() < 1e-4
     folder = tmp_path / "onnx"
     assert {"model.onnx", "tokenizer.json", "config.json", "config.yaml", "README.md", "onnx.json"} <= \
         {p.name for p in folder.iterdir()}
-    assert "ort.InferenceSession" in (folder / "README.md").read_text()
+    outputs = _card_outputs(folder)  # one example (one row of choices), every output
+    assert all(v.shape[0] == 1 for v in outputs.values())
+    assert family != "multiple_choice" or outputs["logits"].shape == (1, 2)
 
 
-@pytest.mark.parametrize("family", ["sequence_classification", "token_classification", "mlm"])
+@pytest.mark.parametrize("family", ["sequence_classification", "token_classification", "question_answering",
+                                    "multiple_choice", "mlm"])
 def test_int8_runs_smaller_and_mostly_agrees_on_the_argmax(runs, family, tmp_path):
     _export(runs[family], tmp_path / "fp32")
     _export(runs[family], tmp_path / "int8", "--quantize", "int8")
     assert json.loads((tmp_path / "int8" / "onnx.json").read_text())["precision"] == "int8"
     assert (tmp_path / "int8" / "model.onnx").stat().st_size < (tmp_path / "fp32" / "model.onnx").stat().st_size
-    pairs = _logits(runs[family], tmp_path / "int8", SHAPES)
+    pairs = _logits(runs[family], tmp_path / "int8", _shapes(family))
     agree = np.mean(np.concatenate([(r.argmax(-1) == o.argmax(-1)).ravel() for r, o in pairs]))
     assert agree >= 0.8, agree
 
 
-def _infer(run: Path, folder: Path, lines: str, out: Path, *overrides: str) -> list[dict]:
+def _infer(run: Path, folder: Path, inputs: Path, out: Path, *overrides: str) -> list[dict]:
     """`llmkit infer` of the run's config on `folder` (the run, or its export), two inputs per batch."""
     base, task = RUNS[run.name][:2]
     result = run_cli("infer", CONFIGS / "tiny" / f"{base}.yaml", f"output_dir={folder}", *task,
-                     *overrides, "--input", "-", "--output", out, "--batch-size", "2", input=lines)
+                     *overrides, "--input", inputs, "--output", out, "--batch-size", "2")
     assert result.exit_code == 0, result.output
     return read_jsonl(out)
 
@@ -164,17 +198,35 @@ def _close(a, b) -> None:
         assert a == b
 
 
-INPUTS = {"token_classification": "the food was great\nok\nservice was slow and never quick\n",
-          "mlm": "the food was [MASK]\n[MASK] service was [MASK] and slow\n"}
+CONTEXT = "the food was great and the service was friendly , but the soup was slow and never quick ."
+
+
+def _jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+INPUTS = {  # family: (input file, its lines)
+    "token_classification": ("in.txt", "the food was great\nok\nservice was slow and never quick\n"),
+    "mlm": ("in.txt", "the food was [MASK]\n[MASK] service was [MASK] and slow\n"),
+    "question_answering": ("in.jsonl", _jsonl([  # windows of max_seq_length 32: the long contexts have several
+        {"question": "what was slow ?", "context": CONTEXT}, {"question": "what was great", "context": "the food"},
+        {"question": "was the service friendly", "context": f"{CONTEXT} {CONTEXT} {CONTEXT}"}])),
+    "multiple_choice": ("in.jsonl", _jsonl([
+        {"context": context, "question": "was it", "answer0": "good", "answer1": "bad food", "answer2": "ok",
+         "answer3": "slow and never quick again"} for context in ("the food was great", "awful service", CONTEXT)])),
+}
+TEXTS = ("in.txt", "the food was great\nok\nawful service , never again and slow\ngood\nbad food\n")
 
 
 @pytest.mark.parametrize("family", ["sequence_classification", "regression", "multi_label_classification",
-                                    "token_classification", "mlm"])
+                                    "token_classification", "question_answering", "multiple_choice", "mlm"])
 def test_onnxruntime_infer_writes_torchs_rows(runs, family, tmp_path):
     _export(runs[family], tmp_path / "onnx")
-    lines = INPUTS.get(family, "the food was great\nok\nawful service , never again and slow\ngood\nbad food\n")
-    torch_rows = _infer(runs[family], runs[family], lines, tmp_path / "torch.jsonl")
-    onnx_rows = _infer(runs[family], tmp_path / "onnx", lines, tmp_path / "onnx.jsonl", "infer.backend=onnxruntime")
+    name, lines = INPUTS.get(family, TEXTS)
+    (tmp_path / name).write_text(lines)
+    torch_rows = _infer(runs[family], runs[family], tmp_path / name, tmp_path / "torch.jsonl")
+    onnx_rows = _infer(runs[family], tmp_path / "onnx", tmp_path / name, tmp_path / "onnx.jsonl",
+                       "infer.backend=onnxruntime")
     assert len(onnx_rows) == len(lines.splitlines())
     _close(torch_rows, onnx_rows)
 
@@ -189,16 +241,19 @@ print("imported:", sorted(m for m in ("torch", "accelerate") if m in sys.modules
 """
 
 
-def test_onnxruntime_infer_never_imports_torch(runs, tmp_path):
+@pytest.mark.parametrize("family", ["sequence_classification", "question_answering", "multiple_choice"])
+def test_onnxruntime_infer_never_imports_torch(runs, family, tmp_path):
     """The CLI's own main, in a fresh process: afterwards neither torch nor accelerate is in sys.modules."""
-    _export(runs["sequence_classification"], tmp_path / "onnx")
-    (tmp_path / "in.txt").write_text("the food was great\nok\n")
-    args = ["infer", CONFIGS / "tiny" / "finetune.yaml", f"output_dir={tmp_path / 'onnx'}", "infer.backend=onnxruntime",
-            "--input", tmp_path / "in.txt", "--output", tmp_path / "p.jsonl"]
+    _export(runs[family], tmp_path / "onnx")
+    name, lines = INPUTS.get(family, TEXTS)
+    (tmp_path / name).write_text(lines)
+    base, task = RUNS[family][:2]
+    args = ["infer", CONFIGS / "tiny" / f"{base}.yaml", f"output_dir={tmp_path / 'onnx'}", *task,
+            "infer.backend=onnxruntime", "--input", tmp_path / name, "--output", tmp_path / "p.jsonl"]
     result = subprocess.run([sys.executable, "-c", NO_TORCH, *map(str, args)], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "imported: []" in result.stdout
-    assert [row["text"] for row in read_jsonl(tmp_path / "p.jsonl")] == ["the food was great", "ok"]
+    assert len(read_jsonl(tmp_path / "p.jsonl")) == len(lines.splitlines())
 
 
 def test_refusals_are_one_line(runs, tmp_path):

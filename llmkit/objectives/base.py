@@ -14,6 +14,7 @@ A family is one class; the stages, the training loop and evaluation use nothing 
     family.predict(model, examples, run) a chunk of `infer` inputs -> the JSON rows it writes, in order
     family.predictions(logits, ...)      a batch's logits (numpy, from torch or ONNX Runtime) -> its JSON rows
     Family.onnx_outputs                  what its ONNX graph returns (llmkit export; None: it has no export)
+    Family.onnx_card_batch               what the exported folder's README snippet encodes
     family.export_inputs(lines)          the batch `llmkit export` traces and checks its graph on
     Family.evaluation(cfg, split, ...)   `llmkit evaluate`'s scores  |  Family.predictor(...): `infer`'s
 
@@ -79,6 +80,8 @@ class Family:
     # ({"logits": ("batch",)}: one row per example); None: the family has no ONNX export yet
     onnx_outputs: ClassVar[dict[str, tuple[str, ...]] | None] = None
     onnx_input_dims: ClassVar[tuple[str, ...]] = ("batch", "sequence")  # of each input (multiple choice: 3-D)
+    # the exported README's example: what its snippet hands tokenizers' encode_batch (texts, or (first, second) pairs)
+    onnx_card_batch: ClassVar[str] = '["the food was great ."]'
     generates: ClassVar[bool] = False  # its predict is handed the torch model itself (generation), not TorchLogits
 
     cfg: Config
@@ -128,7 +131,7 @@ class Family:
         """`llmkit infer`: a function from a chunk of input examples to their JSON rows."""
         family, model = cls.trained(cfg, source, tokenizer, cls.predict_kind or cls.model_kind)
         model = model.to(run.accelerator.device).eval()
-        model = model if cls.generates else TorchLogits(model, run.accelerator)
+        model = model if cls.generates else TorchLogits(model, run.accelerator, list(cls.onnx_outputs))
         return lambda examples: family.predict(model, examples, run)
 
     @classmethod
@@ -157,7 +160,8 @@ class Family:
     def predict(self, model, examples: list[dict], run: PredictRun) -> list[dict]:
         """Forward passes over batches of (nearly) equal token counts: little compute goes to padding, and a
         batch without any runs attention unmasked. Rows come back in input order. `model`: numpy inputs ->
-        numpy fp32 logits (TorchLogits, or llmkit.onnx_runtime's session), so one post-processing serves both."""
+        numpy fp32 outputs by name (TorchLogits, or llmkit.onnx_runtime's session), so one post-processing serves
+        both; the families this serves return one, their logits."""
         encoded = self.encode_inputs(examples)
         order = sorted(range(len(examples)), key=lambda i: len(encoded["input_ids"][i]))
         columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
@@ -166,7 +170,7 @@ class Family:
             ids = order[start:start + run.batch_size]
             inputs = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer),
                                 as_numpy=True)
-            logits = model(inputs, self.logit_positions(inputs))
+            logits = model(inputs, self.logit_positions(inputs))["logits"]
             for i, prediction in zip(ids, self.predictions(logits, inputs, encoded, ids, examples, run)):
                 results[i] = {**examples[i], **prediction}
         return results
@@ -196,22 +200,25 @@ class Family:
 
 
 class TorchLogits:
-    """A torch model as `predict` calls it: numpy inputs in, fp32 logits out as numpy (those of the input's own
-    tokens at `positions`, when given), run on the accelerator's device under its autocast, without gradients."""
+    """A torch model as `predict` calls it: numpy inputs in, the model's `outputs` (the family's onnx_outputs,
+    as ONNX Runtime returns them) out as fp32 numpy by name (those of the input's own tokens at `positions`, when
+    given), run on the accelerator's device under its autocast, without gradients."""
 
-    def __init__(self, model, accelerator):
-        self.model, self.accelerator = model, accelerator
+    def __init__(self, model, accelerator, outputs: list[str]):
+        self.model, self.accelerator, self.outputs = model, accelerator, outputs
 
-    def __call__(self, inputs: dict[str, np.ndarray], positions: np.ndarray | None = None) -> np.ndarray:
+    def __call__(self, inputs: dict[str, np.ndarray], positions: np.ndarray | None = None) -> dict[str, np.ndarray]:
         import torch
 
         device = self.accelerator.device
         with torch.no_grad(), self.accelerator.autocast():
             tensors = {k: torch.from_numpy(v).to(device) for k, v in inputs.items()}
-            logits = self.model(**tensors).logits.float()
+            result = self.model(**tensors)
+            arrays = {name: result[name].float() for name in self.outputs}
         if positions is not None:
-            logits = token_logits(logits, tensors["input_ids"])[torch.from_numpy(positions).to(device)]
-        return logits.cpu().numpy()
+            selected = torch.from_numpy(positions).to(device)
+            arrays = {name: token_logits(v, tensors["input_ids"])[selected] for name, v in arrays.items()}
+        return {name: v.cpu().numpy() for name, v in arrays.items()}
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

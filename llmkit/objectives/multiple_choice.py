@@ -34,6 +34,10 @@ class MultipleChoice(Task):
     peft_task_type = "SEQ_CLS"
     stratified = True  # a held-out share keeps the gold positions' proportions
     metric_names = ("loss", "accuracy")
+    onnx_outputs = {"logits": ("batch", "choices")}
+    onnx_input_dims = ("batch", "choices", "sequence")
+    onnx_card_batch = ('[("The soup was cold and the waiter never came back.", choice) '
+                       'for choice in ("We will come again.", "We will not come again.")]')
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         if cfg.finetune.method == "prompt":
@@ -134,6 +138,19 @@ class MultipleChoice(Task):
         batch["choice_mask"] = np.array([[j < len(row) for j in range(most)] for row in rows["input_ids"]])
         return batch
 
+    def export_inputs(self, lines: list[str]) -> dict:
+        """A [batch, choices, length] check batch: each line a row's context (and question, read only when the rows
+        have one), every line a choice (as many as the trained positions)."""
+        import torch
+
+        data = self.data
+        choices = [lines[j % len(lines)] for j in range(len(self.id2label))]
+        columns = dict(zip(data.choice_columns, choices)) if data.choice_columns else {data.choices_column: choices}
+        rows = [{data.context_column: line, data.question_column: line, **columns} for line in lines]
+        batch = self.choice_batch(self.encode_examples(rows))
+        batch.pop("choice_mask")  # every row has all the choices
+        return {k: torch.from_numpy(v) for k, v in batch.items()}
+
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
         import torch
 
@@ -172,7 +189,7 @@ class MultipleChoice(Task):
 
     def predict(self, model, examples: list[dict], run) -> list[dict]:
         """{choice, scores} per row, in input order; rows are batched by padded size. `model`: numpy inputs ->
-        numpy logits (Family.predict's)."""
+        numpy outputs by name (Family.predict's)."""
         encoded = self.encode_examples(examples)
         order = sorted(range(len(examples)), key=encoded["length"].__getitem__)
         results: list[dict | None] = [None] * len(examples)
@@ -180,7 +197,7 @@ class MultipleChoice(Task):
             ids = order[start:start + run.batch_size]
             inputs = self.choice_batch({k: [encoded[k][i] for i in ids] for k in SEQUENCES if k in encoded})
             mask = inputs.pop("choice_mask")
-            for i, scores in zip(ids, softmax(np.where(mask, model(inputs), -np.inf)).tolist()):
+            for i, scores in zip(ids, softmax(np.where(mask, model(inputs)["logits"], -np.inf)).tolist()):
                 scores = scores[:len(encoded["input_ids"][i])]
                 results[i] = {**examples[i], "choice": max(range(len(scores)), key=scores.__getitem__),
                               "scores": scores}

@@ -36,6 +36,8 @@ class QuestionAnswering(Task):
     peft_task_type = "QUESTION_ANS"
     has_classes = False
     metric_names = ("loss", "exact_match", "f1")
+    onnx_outputs = {"start_logits": ("batch", "sequence"), "end_logits": ("batch", "sequence")}  # per token
+    onnx_card_batch = '[("What was slow?", "The food was great, but the service was slow.")]'
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
         super().__init__(cfg, tokenizer, id2label)
@@ -178,13 +180,15 @@ class QuestionAnswering(Task):
 
     def eval_outputs(self, module, batch) -> list:
         """(example index, the window's null score and best spans) per window."""
-        start, end = self.logits(module, batch)
-        return list(zip(batch["example_index"].tolist(), self.window_answers(start, end, batch["offset_mapping"])))
+        start, end = (logits.cpu().numpy() for logits in self.logits(module, batch))
+        windows = self.window_answers(start, end, batch["offset_mapping"].cpu().numpy())
+        return list(zip(batch["example_index"].tolist(), windows))
 
     def window_answers(self, start, end, offsets) -> list[Window]:
+        """Per window: numpy start and end logits [windows, length], its tokens' offsets in the context."""
         o = self.options
         return [window_spans(s, e, spans, o.n_best_size, o.max_answer_length)
-                for s, e, spans in zip(start.cpu().numpy(), end.cpu().numpy(), offsets.cpu().numpy())]
+                for s, e, spans in zip(start, end, offsets)]
 
     def answers(self, outputs: list, contexts: list[str]) -> list[dict]:
         """The best answer of each question from its windows' outputs: {answer, score, start, end}."""
@@ -213,28 +217,21 @@ class QuestionAnswering(Task):
 
     # ------------------------------------------------------------------ infer
 
-    @classmethod
-    def predictor(cls, cfg, source: str, tokenizer, run):
-        """The torch model itself: its two logits per token (start, end) are read as evaluation reads them."""
-        family, model = cls.trained(cfg, source, tokenizer, cls.model_kind)
-        model = model.to(run.accelerator.device).eval()
-        return lambda examples: family.predict(model, examples, run)
-
     def predict(self, model, examples: list[dict], run) -> list[dict]:
-        import torch
-
+        """The questions' windows, batched by length; `model` (numpy inputs -> start and end logits by name,
+        torch's or ONNX Runtime's) is read as evaluation reads it."""
         encoded, offsets = self.windows([e["question"] for e in examples], [e["context"] for e in examples])
         columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
         order = sorted(range(len(offsets)), key=lambda i: len(offsets[i]))
         outputs = []
-        with torch.no_grad(), run.accelerator.autocast():
-            for start in range(0, len(order), run.batch_size):
-                ids = order[start:start + run.batch_size]
-                rows = {**{k: [encoded[k][i] for i in ids] for k in columns},
-                        "offset_mapping": [offsets[i] for i in ids],
-                        "example_index": [encoded["overflow_to_sample_mapping"][i] for i in ids]}
-                batch = {k: v.to(run.accelerator.device) for k, v in self.collate(rows, ids, 0).items()}
-                outputs.extend(self.eval_outputs(model, batch))
+        for first in range(0, len(order), run.batch_size):
+            ids = order[first:first + run.batch_size]
+            inputs = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer),
+                                as_numpy=True)
+            logits = model(inputs)
+            start, end = (token_logits(logits[name], inputs["input_ids"]) for name in self.onnx_outputs)
+            windows = self.window_answers(start, end, [offsets[i] for i in ids])
+            outputs.extend(zip([encoded["overflow_to_sample_mapping"][i] for i in ids], windows))
         answers = self.answers(outputs, [e["context"] for e in examples])
         return [{"question": e["question"], **answer} for e, answer in zip(examples, answers)]
 
