@@ -60,10 +60,10 @@ def pool(hidden, attention_mask, pooling: str, normalize: bool):
 
 def in_length_order(texts: list[str], batch_size: int, run) -> list:
     """`run(batch_texts)` -> one row per text, over length-sorted batches; rows back in input order."""
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    from llmkit.data.batching import length_batches
+
     rows: list = [None] * len(texts)
-    for start in range(0, len(order), batch_size):
-        ids = order[start:start + batch_size]
+    for ids in length_batches([len(text) for text in texts], batch_size):
         for i, row in zip(ids, run([texts[i] for i in ids])):
             rows[i] = row
     return rows

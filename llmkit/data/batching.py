@@ -84,6 +84,14 @@ class StepPlan:
         return task, epoch, self._plans[task][1][index]
 
 
+def length_batches(lengths, batch_size: int):
+    """Indices in batches of `batch_size`, shortest first (ties in input order): inputs of (nearly) equal length
+    share a batch, so little compute goes to padding. `infer` batches this way."""
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for start in range(0, len(order), batch_size):
+        yield order[start:start + batch_size]
+
+
 def example_lengths(dataset) -> np.ndarray:
     """Tokens per example, read from the Arrow column without building Python lists; a family whose example
     is several sequences (multiple choice) gives its own in a `length` column."""

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from llmkit.data.batching import pad_inputs
+from llmkit.data.batching import length_batches, pad_inputs
 
 if TYPE_CHECKING:
     from llmkit.config import Config
@@ -163,11 +163,9 @@ class Family:
         numpy fp32 outputs by name (TorchLogits, or llmkit.onnx_runtime's session), so one post-processing serves
         both; the families this serves return one, their logits."""
         encoded = self.encode_inputs(examples)
-        order = sorted(range(len(examples)), key=lambda i: len(encoded["input_ids"][i]))
         columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
         results: list[dict | None] = [None] * len(examples)
-        for start in range(0, len(order), run.batch_size):
-            ids = order[start:start + run.batch_size]
+        for ids in length_batches([len(row) for row in encoded["input_ids"]], run.batch_size):
             inputs = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer),
                                 as_numpy=True)
             logits = model(inputs, self.logit_positions(inputs))["logits"]

@@ -17,7 +17,7 @@ from itertools import accumulate
 
 import numpy as np
 
-from llmkit.data.batching import pad_inputs
+from llmkit.data.batching import length_batches, pad_inputs
 from llmkit.errors import LlmkitError
 from llmkit.objectives.base import ModelKind, mean_loss, model_inputs, pad_token_id, softmax
 from llmkit.objectives.task import Task
@@ -191,10 +191,8 @@ class MultipleChoice(Task):
         """{choice, scores} per row, in input order; rows are batched by padded size. `model`: numpy inputs ->
         numpy outputs by name (Family.predict's)."""
         encoded = self.encode_examples(examples)
-        order = sorted(range(len(examples)), key=encoded["length"].__getitem__)
         results: list[dict | None] = [None] * len(examples)
-        for start in range(0, len(order), run.batch_size):
-            ids = order[start:start + run.batch_size]
+        for ids in length_batches(encoded["length"], run.batch_size):
             inputs = self.choice_batch({k: [encoded[k][i] for i in ids] for k in SEQUENCES if k in encoded})
             mask = inputs.pop("choice_mask")
             for i, scores in zip(ids, softmax(np.where(mask, model(inputs)["logits"], -np.inf)).tolist()):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from llmkit.data.batching import pad_inputs
+from llmkit.data.batching import length_batches, pad_inputs
 from llmkit.data.formats import PROBLEM
 from llmkit.errors import LlmkitError
 from llmkit.objectives.answer_spans import NO_SPAN, Window, best_answer, squad_scores, window_spans
@@ -222,10 +222,8 @@ class QuestionAnswering(Task):
         torch's or ONNX Runtime's) is read as evaluation reads it."""
         encoded, offsets = self.windows([e["question"] for e in examples], [e["context"] for e in examples])
         columns = [k for k in ("input_ids", "token_type_ids") if k in encoded]
-        order = sorted(range(len(offsets)), key=lambda i: len(offsets[i]))
         outputs = []
-        for first in range(0, len(order), run.batch_size):
-            ids = order[first:first + run.batch_size]
+        for ids in length_batches([len(window) for window in offsets], run.batch_size):
             inputs = pad_inputs({k: [encoded[k][i] for i in ids] for k in columns}, pad_token_id(self.tokenizer),
                                 as_numpy=True)
             logits = model(inputs)

@@ -12,7 +12,7 @@ over target tokens. Evaluation generates (greedy or beam search) and scores sacr
 
 from __future__ import annotations
 
-from llmkit.data.batching import pad, pad_inputs
+from llmkit.data.batching import length_batches, pad, pad_inputs
 from llmkit.objectives.base import IGNORE_INDEX, SEQ2SEQ_LM, load_trained_model, mean_loss, pad_token_id
 from llmkit.objectives.generation_metrics import generation_metrics
 from llmkit.objectives.task import Task
@@ -174,11 +174,9 @@ class Seq2Seq(Task):
         import torch
 
         encoded = self._sources([_joined(e["text"]) for e in examples])["input_ids"]
-        order = sorted(range(len(examples)), key=lambda i: len(encoded[i]))
         results: list[dict | None] = [None] * len(examples)
         with torch.no_grad(), run.accelerator.autocast():
-            for start in range(0, len(order), run.batch_size):
-                ids = order[start:start + run.batch_size]
+            for ids in length_batches([len(row) for row in encoded], run.batch_size):
                 inputs = pad_inputs({"input_ids": [encoded[i] for i in ids]}, pad_token_id(self.tokenizer))
                 inputs = {k: v.to(run.accelerator.device) for k, v in inputs.items()}
                 for i, text in zip(ids, self.generate(model, inputs["input_ids"], inputs["attention_mask"])):
