@@ -44,7 +44,7 @@ def export_onnx(run_dir: Path, to: Path | None, quantize: str | None) -> tuple[P
 
 def _family(run_dir: Path):
     from llmkit.config import load_config
-    from llmkit.objectives import family_of
+    from llmkit.objectives import OBJECTIVES, TASKS, family_of
 
     if not (run_dir / "config.yaml").exists():
         raise LlmkitError(f"OUTPUT_DIR: {run_dir} holds no config.yaml; export takes a folder llmkit trained")
@@ -53,9 +53,9 @@ def _family(run_dir: Path):
         raise LlmkitError("OUTPUT_DIR: a multi-task run has one head per task; export takes a single-task run")
     family = family_of(cfg)
     if family.onnx_outputs is None:
+        exported = [name for name, each in {**TASKS, **OBJECTIVES}.items() if each.onnx_outputs is not None]
         raise LlmkitError(f"--format onnx: {family.__name__} declares no ONNX graph (onnx_outputs) yet; exported are "
-                          "classification, regression, multi-label, token classification, question answering, "
-                          "multiple choice, masked and causal LMs")
+                          f"{', '.join(exported)}")
     return family, cfg
 
 
