@@ -4,8 +4,10 @@
     sequence, and choices for multiple choice) --check every output against torch on a padded batch-->
     [onnxruntime dynamic int8] --> staging --rename--> --to
 
-The folder holds model.onnx, the tokenizer, config.json (labels), the run's config.yaml, onnx.json (what the graph
-takes and returns) and a README.md saying how to run it with onnxruntime alone. It is built in a staging folder
+A family's onnx_graphs says what is written: "logits", one model.onnx; "encoder-decoder" (seq2seq), an encoder
+and a decoder with past (llmkit.onnx_seq2seq), checked by generating. The folder holds the graphs, the
+tokenizer, config.json (labels) and generation_config.json, the run's config.yaml, onnx.json (what the graphs take
+and return) and a README.md saying how to run it with onnxruntime alone. It is built in a staging folder
 renamed at the end: a failed export leaves nothing half-written.
 """
 
@@ -18,6 +20,7 @@ import warnings
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
+from llmkit.onnx_generate import FILES as SEQ2SEQ_FILES
 
 MODEL_FILE, INFO_FILE = "model.onnx", "onnx.json"
 OPSET = 17
@@ -67,18 +70,37 @@ def _write(run_dir: Path, folder: Path, final: Path, family, cfg, quantize: str 
                                 cfg.model.trust_remote_code)).eval()
     tokenizer = load_tokenizer(str(run_dir), "OUTPUT_DIR")
     inputs = family.with_model_config(cfg, tokenizer, model.config.to_dict()).export_inputs(list(CHECK_LINES))
-    _export(model, inputs, family, folder / MODEL_FILE)
-    info = {"family": family.__name__, "inputs": list(inputs), "outputs": list(family.onnx_outputs),
-            "input_dims": list(family.onnx_input_dims), "opset": OPSET, "precision": quantize or "fp32",
-            "max_abs_diff_fp32": max_difference(model, inputs, list(family.onnx_outputs), folder / MODEL_FILE)}
+    export, files = GRAPHS[family.onnx_graphs]
+    info = {"family": family.__name__, "graphs": family.onnx_graphs, "files": list(files), "inputs": list(inputs),
+            "opset": OPSET, "precision": quantize or "fp32", **export(model, inputs, family, folder)}
     if quantize == "int8":
-        quantize_int8(folder / MODEL_FILE)
+        for name in files:
+            quantize_int8(folder / name)
     tokenizer.save_pretrained(folder)
     model.config.save_pretrained(folder)
+    if model.can_generate():
+        model.generation_config.save_pretrained(folder)
     shutil.copy2(run_dir / "config.yaml", folder / "config.yaml")
     (folder / INFO_FILE).write_text(json.dumps(info, indent=2))
     (folder / "README.md").write_text(card(final, run_dir, info, family, cfg.data))
     return info
+
+
+def _logits_graph(model, inputs: dict, family, folder: Path) -> dict:
+    """One model.onnx returning the family's onnx_outputs, checked against torch on the check batch."""
+    _export(model, inputs, family, folder / MODEL_FILE)
+    return {"outputs": list(family.onnx_outputs), "input_dims": list(family.onnx_input_dims),
+            "max_abs_diff_fp32": max_difference(model, inputs, list(family.onnx_outputs), folder / MODEL_FILE)}
+
+
+def _encoder_decoder_graphs(model, inputs: dict, family, folder: Path) -> dict:
+    from llmkit.onnx_seq2seq import export_encoder_decoder
+
+    return {"outputs": list(family.onnx_outputs), **export_encoder_decoder(model, inputs, folder, OPSET)}
+
+
+# Family.onnx_graphs -> (how its graphs are written, their files)
+GRAPHS = {"logits": (_logits_graph, (MODEL_FILE,)), "encoder-decoder": (_encoder_decoder_graphs, SEQ2SEQ_FILES)}
 
 
 def merged(model):
@@ -161,20 +183,16 @@ def _replace(staging: Path, to: Path) -> None:
 
 def card(folder: Path, run_dir: Path, info: dict, family, data) -> str:
     """README.md: what the folder holds and how to run it with llmkit (on lines of text, or JSON lines of the
-    family's input fields) and with onnxruntime and tokenizers alone. The snippet encodes the family's onnx_card_batch: a batch of
-    sequences, or with [batch, choices, sequence] inputs one row's choices, padded to one length."""
+    family's input fields) and with onnxruntime and tokenizers alone."""
     fields = list(family.input_fields(data))
     rows = "texts.txt" if fields == ["text"] else f"rows.jsonl  # a JSON object a line: {', '.join(fields)}"
-    choices = len(info["input_dims"]) == 3
-    feeds = ", ".join(f'"{name}": np.array({"[" * choices}[e.{ENCODING[name]} for e in encodings]{"]" * choices}, '
-                      "dtype=np.int64)" for name in info["inputs"])
-    outputs = info["outputs"]
+    files = ", ".join(f"`{name}`" for name in info["files"])
     return "\n".join([
         f"# {run_dir.name} (ONNX, {info['precision']})", "",
-        f"`{MODEL_FILE}` is llmkit's {info['family']} model from `{run_dir}`, exported by `llmkit export` "
-        f"(opset {info['opset']}, {info['precision']}; fp32 agrees with torch to {info['max_abs_diff_fp32']:.1e}). "
-        f"It takes {', '.join(info['inputs'])} ([{', '.join(info['input_dims'])}] int64, any sizes) and returns "
-        f"{', '.join(info['outputs'])}. The tokenizer and config.json (labels: id2label) are beside it.", "",
+        f"{files} {'is' if len(info['files']) == 1 else 'are'} llmkit's {info['family']} model from `{run_dir}`, "
+        f"exported by `llmkit export` (opset {info['opset']}, {info['precision']}; fp32 agrees with torch to "
+        f"{info['max_abs_diff_fp32']:.1e}). {SNIPPETS[info['graphs']][0](info)} The tokenizer and config.json are "
+        "beside it.", "",
         "## Usage with llmkit", "",
         "```bash", f"llmkit infer {folder}/config.yaml output_dir={folder} infer.backend=onnxruntime --input {rows}",
         "```", "",
@@ -182,11 +200,63 @@ def card(folder: Path, run_dir: Path, info: dict, family, data) -> str:
         "```python", "import numpy as np", "import onnxruntime as ort", "from tokenizers import Tokenizer", "",
         f'folder = "{folder.resolve()}"',
         'tokenizer = Tokenizer.from_file(f"{folder}/tokenizer.json")',
-        f'session = ort.InferenceSession(f"{{folder}}/{MODEL_FILE}")',
-        *(["tokenizer.enable_padding()  # the choices to one length; padding is masked out"] if choices else []),
-        f"encodings = tokenizer.encode_batch({family.onnx_card_batch})",
-        f"{', '.join(outputs)} = session.run(None, {{{feeds}}}){'[0]' * (len(outputs) == 1)}", "```", "",
+        *SNIPPETS[info["graphs"]][1](info, family), "```", "",
     ])
+
+
+def _logits_summary(info: dict) -> str:
+    return (f"It takes {', '.join(info['inputs'])} ([{', '.join(info['input_dims'])}] int64, any sizes) and returns "
+            f"{', '.join(info['outputs'])} (labels: config.json's id2label).")
+
+
+def _logits_snippet(info: dict, family) -> list[str]:
+    """The family's onnx_card_batch encoded: a batch of sequences, or with [batch, choices, sequence] inputs one
+    row's choices, padded to one length."""
+    choices = len(info["input_dims"]) == 3
+    feeds = ", ".join(f'"{name}": np.array({"[" * choices}[e.{ENCODING[name]} for e in encodings]{"]" * choices}, '
+                      "dtype=np.int64)" for name in info["inputs"])
+    outputs = info["outputs"]
+    return [f'session = ort.InferenceSession(f"{{folder}}/{MODEL_FILE}")',
+            *(["tokenizer.enable_padding()  # the choices to one length; padding is masked out"] if choices else []),
+            f"encodings = tokenizer.encode_batch({family.onnx_card_batch})",
+            f"{', '.join(outputs)} = session.run(None, {{{feeds}}}){'[0]' * (len(outputs) == 1)}"]
+
+
+def _generation_summary(info: dict) -> str:
+    return (f"The encoder runs once per input; the decoder's first step returns every layer's self- and cross-"
+            f"attention keys/values ({info['decoder_layers']} layers), and each next step appends one token's. "
+            "onnx.json's `generation` holds the start, end and padding tokens.")
+
+
+def _generation_snippet(info: dict, family) -> list[str]:
+    """A greedy loop over the decoder with past (llmkit's infer also searches by beams and forces tokens)."""
+    return [
+        "import json", "",
+        "encoder, first, step = (ort.InferenceSession(f\"{folder}/{name}\") for name in "
+        f"{tuple(info['files'])!r})",
+        'tokens = json.load(open(f"{folder}/onnx.json"))["generation"]',
+        f"ids = np.array([tokenizer.encode({family.onnx_card_batch}[0]).ids], dtype=np.int64)",
+        "mask = np.ones_like(ids)",
+        'hidden = encoder.run(None, {"input_ids": ids, "attention_mask": mask})[0]',
+        'start = np.array([[tokens["decoder_start_token_id"]]], dtype=np.int64)',
+        'logits, *kv = first.run(None, {"decoder_input_ids": start, "encoder_hidden_states": hidden, '
+        '"encoder_attention_mask": mask})',
+        "past, cross, generated = kv[:len(kv) // 2], kv[len(kv) // 2:], []",
+        "names = [f\"{i // 2}.{('key', 'value')[i % 2]}\" for i in range(len(past))]",
+        "for _ in range(32):  # greedy, up to 32 tokens",
+        "    token = int(logits[0, -1].argmax())",
+        '    if token == tokens["eos_token_id"]:',
+        "        break",
+        "    generated.append(token)",
+        '    feeds = {"decoder_input_ids": np.array([[token]], dtype=np.int64), "encoder_attention_mask": mask,',
+        '             **{f"past.{n}": v for n, v in zip(names, past)},',
+        '             **{f"cross.{n}": v for n, v in zip(names, cross)}}',
+        "    logits, *past = step.run(None, feeds)",
+        "text = tokenizer.decode(generated)"]
+
+
+SNIPPETS = {"logits": (_logits_summary, _logits_snippet), "encoder-decoder": (_generation_summary,
+                                                                              _generation_snippet)}
 
 
 ENCODING = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}

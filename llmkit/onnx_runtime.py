@@ -2,7 +2,8 @@
 
 The family's own `predict` runs as on torch (the same length-sorted batches, numpy padding, post-processing and
 JSON rows); only the forward differs, and it returns every output the graph declares (question answering's
-start and end logits) by name, as TorchLogits does. Nothing here imports torch, transformers' model code or
+start and end logits) by name, as TorchLogits does. An encoder-decoder export generates instead
+(llmkit.onnx_generate.OnnxSeq2Seq, as TorchGenerator). Nothing here imports torch, transformers' model code or
 accelerate: the tokenizer is the folder's tokenizer.json, loaded by the tokenizers backend, and the labels are
 read from config.json as JSON.
 """
@@ -17,6 +18,7 @@ import numpy as np
 from llmkit.errors import LlmkitError
 from llmkit.objectives.base import Family, PredictRun, token_logits
 from llmkit.onnx_export import INFO_FILE, MODEL_FILE
+from llmkit.onnx_generate import OnnxSeq2Seq
 
 
 class OnnxLogits:
@@ -40,24 +42,31 @@ def onnx_loader(cfg, family: type[Family]):
     """Checks the exported folder (output_dir) and loads its tokenizer now, so that its problems come first;
     returns (batch_size, top_k) -> infer's function from a chunk of examples to their JSON rows."""
     folder = Path(cfg.output_dir)
-    if not (folder / MODEL_FILE).exists() or not (folder / INFO_FILE).exists():
-        raise LlmkitError(f"output_dir: {folder} holds no {MODEL_FILE} (infer.backend: onnxruntime runs a folder "
+    if not (folder / INFO_FILE).exists():
+        raise LlmkitError(f"output_dir: {folder} holds no {INFO_FILE} (infer.backend: onnxruntime runs a folder "
                           "that `llmkit export RUN_DIR --format onnx` wrote)")
     info = json.loads((folder / INFO_FILE).read_text())
     if info["family"] != family.__name__:
         raise LlmkitError(f"output_dir: {folder} holds a {info['family']} export, but the config predicts with "
                           f"{family.__name__}")
-    if family.generates:
+    graphs = info.get("graphs", "logits")
+    if family.generates and graphs == "logits":
         raise LlmkitError(f"infer.backend: {family.__name__} generates text with the torch model, not from an ONNX "
                           "graph's logits; use infer.backend: torch")
+    missing = [name for name in info.get("files", [MODEL_FILE]) if not (folder / name).exists()]
+    if missing:
+        raise LlmkitError(f"output_dir: {folder} lacks {missing[0]}, which its {INFO_FILE} names; export it again")
     tokenizer = load_tokenizer(folder, info["inputs"])
     predictor = family.with_model_config(cfg, tokenizer, json.loads((folder / "config.json").read_text()))
 
     def load(batch_size: int, top_k: int):
-        model, run = OnnxLogits(folder, info), PredictRun(None, batch_size, top_k)
+        model, run = RUNTIMES[graphs](folder, info), PredictRun(None, batch_size, top_k)
         return lambda examples: predictor.predict(model, examples, run)
 
     return load
+
+
+RUNTIMES = {"logits": OnnxLogits, "encoder-decoder": OnnxSeq2Seq}  # onnx.json's graphs -> what runs them
 
 
 def load_tokenizer(folder: Path, inputs: list[str]):

@@ -263,7 +263,7 @@ def test_refusals_are_one_line(runs, tmp_path):
     assert generating.exit_code == 2 and "CausalLM generates text with the torch model" in generating.output
     no_export = run_cli("infer", CONFIGS / "tiny" / "finetune.yaml", f"output_dir={runs['regression']}",
                         "infer.backend=onnxruntime", "--input", "-", input="ok\n")
-    assert no_export.exit_code == 2 and f"output_dir: {runs['regression']} holds no model.onnx" in no_export.output
+    assert no_export.exit_code == 2 and f"output_dir: {runs['regression']} holds no onnx.json" in no_export.output
     contrastive = tmp_path / "contrastive"
     contrastive.mkdir()
     (contrastive / "config.yaml").write_text((runs["mlm"] / "config.yaml").read_text().replace(

@@ -131,6 +131,10 @@ def test_resume_is_bitwise(tmp_path):
 
 @pytest.fixture
 def tiny_bert(tmp_path) -> Path:
+    return make_tiny_bert(tmp_path / "bert")
+
+
+def make_tiny_bert(folder: Path) -> Path:
     """A 1-layer BERT (hidden 32) with a wordpiece tokenizer of the digit words, saved like a pretrained one."""
     from transformers import BertConfig, BertModel
 
@@ -141,7 +145,6 @@ def tiny_bert(tmp_path) -> Path:
     tokenizer = train_tokenizer(TokenizerSection(vocab_size=200, lowercase=False), lambda: iter(lines))
     config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=64, pad_token_id=tokenizer.pad_token_id)
-    folder = tmp_path / "bert"
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder

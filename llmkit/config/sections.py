@@ -333,8 +333,9 @@ class InferSection(Section):
     backend: Literal["torch", "onnxruntime"] = "torch"
     """What runs `infer`'s forward passes. `onnxruntime`: output_dir is a folder `llmkit export --format
     onnx` wrote, run on the CPU by ONNX Runtime without importing torch (a fast start; int8 exports are
-    quicker still); the rows are torch's, within float tolerance. Text generation (causal LM) and
-    infer.task embed / zero_shot run on torch."""
+    quicker still); the rows are torch's, within float tolerance. A seq2seq export generates there too
+    (greedy or beam search: the tokens fp32 `generate()` gives). Causal LM generation and infer.task embed /
+    zero_shot run on torch."""
 
     pooling: Literal["auto", "mean", "cls"] = "auto"
     """How token vectors become one sentence vector: `mean` over the real tokens or the `cls` (first)

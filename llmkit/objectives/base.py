@@ -14,6 +14,8 @@ A family is one class; the stages, the training loop and evaluation use nothing 
     family.predict(model, examples, run) a chunk of `infer` inputs -> the JSON rows it writes, in order
     family.predictions(logits, ...)      a batch's logits (numpy, from torch or ONNX Runtime) -> its JSON rows
     Family.onnx_outputs                  what its ONNX graph returns (llmkit export; None: it has no export)
+    Family.onnx_graphs                   "logits" (one graph) or "encoder-decoder" (generation on ONNX Runtime)
+    Family.predict_model(model, run)     the torch model as predict takes it (TorchLogits, TorchGenerator)
     Family.onnx_card_batch               what the exported folder's README snippet encodes
     family.export_inputs(lines)          the batch `llmkit export` traces and checks its graph on
     Family.evaluation(cfg, split, ...)   `llmkit evaluate`'s scores  |  Family.predictor(...): `infer`'s
@@ -79,10 +81,13 @@ class Family:
     # `llmkit export --format onnx`: the graph's outputs -> the names of their leading dims that vary
     # ({"logits": ("batch",)}: one row per example); None: the family has no ONNX export yet
     onnx_outputs: ClassVar[dict[str, tuple[str, ...]] | None] = None
+    # what the export is: "logits" (one model.onnx returning onnx_outputs) or "encoder-decoder" (an encoder and a
+    # decoder with past, which ONNX Runtime generates with: llmkit.onnx_generate)
+    onnx_graphs: ClassVar[str] = "logits"
     onnx_input_dims: ClassVar[tuple[str, ...]] = ("batch", "sequence")  # of each input (multiple choice: 3-D)
     # the exported README's example: what its snippet hands tokenizers' encode_batch (texts, or (first, second) pairs)
     onnx_card_batch: ClassVar[str] = '["the food was great ."]'
-    generates: ClassVar[bool] = False  # its predict is handed the torch model itself (generation), not TorchLogits
+    generates: ClassVar[bool] = False  # it generates text: its predict is handed no TorchLogits (predict_model)
 
     cfg: Config
     tokenizer: Any
@@ -130,9 +135,13 @@ class Family:
     def predictor(cls, cfg: Config, source: str, tokenizer, run: PredictRun):
         """`llmkit infer`: a function from a chunk of input examples to their JSON rows."""
         family, model = cls.trained(cfg, source, tokenizer, cls.predict_kind or cls.model_kind)
-        model = model.to(run.accelerator.device).eval()
-        model = model if cls.generates else TorchLogits(model, run.accelerator, list(cls.onnx_outputs))
+        model = cls.predict_model(model.to(run.accelerator.device).eval(), run)
         return lambda examples: family.predict(model, examples, run)
+
+    @classmethod
+    def predict_model(cls, model, run: PredictRun):
+        """The torch model as `predict` takes it: TorchLogits, or for a generating family the model itself."""
+        return model if cls.generates else TorchLogits(model, run.accelerator, list(cls.onnx_outputs))
 
     @classmethod
     def with_model_config(cls, cfg: Config, tokenizer, config: dict):
@@ -217,6 +226,24 @@ class TorchLogits:
             selected = torch.from_numpy(positions).to(device)
             arrays = {name: token_logits(v, tensors["input_ids"])[selected] for name, v in arrays.items()}
         return {name: v.cpu().numpy() for name, v in arrays.items()}
+
+
+class TorchGenerator:
+    """A torch encoder-decoder as a generating `predict` calls it (as llmkit.onnx_generate.OnnxSeq2Seq):
+    `generate()` with numpy inputs in and the generated ids out as numpy, on the accelerator's device under its
+    autocast, without gradients."""
+
+    def __init__(self, model, accelerator):
+        self.model, self.accelerator = model, accelerator
+
+    def generate(self, input_ids: np.ndarray, attention_mask: np.ndarray, **generation) -> np.ndarray:
+        import torch
+
+        device = self.accelerator.device
+        with torch.no_grad(), self.accelerator.autocast():
+            output = self.model.generate(input_ids=torch.from_numpy(input_ids).to(device),
+                                         attention_mask=torch.from_numpy(attention_mask).to(device), **generation)
+        return output.cpu().numpy()
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

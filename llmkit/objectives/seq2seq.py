@@ -13,7 +13,8 @@ over target tokens. Evaluation generates (greedy or beam search) and scores sacr
 from __future__ import annotations
 
 from llmkit.data.batching import length_batches, pad, pad_inputs
-from llmkit.objectives.base import IGNORE_INDEX, SEQ2SEQ_LM, load_trained_model, mean_loss, pad_token_id
+from llmkit.objectives.base import (IGNORE_INDEX, SEQ2SEQ_LM, TorchGenerator, load_trained_model, mean_loss,
+                                    pad_token_id)
 from llmkit.objectives.generation_metrics import generation_metrics
 from llmkit.objectives.task import Task
 
@@ -23,7 +24,10 @@ class Seq2Seq(Task):
     pipeline_task = None  # transformers 5.24 has no translation / summarization pipeline
     peft_task_type = "SEQ_2_SEQ_LM"
     has_classes = False
-    generates = True  # infer hands predict the torch model, for generate()
+    generates = True
+    onnx_outputs = {"sequences": ("batch", "target")}  # not one graph's: what ONNX Runtime generates with its three
+    onnx_graphs = "encoder-decoder"
+    onnx_card_batch = '["a man is riding a bike ."]'
     metric_names = ("loss", "bleu", "chrf", "rouge1", "rouge2", "rougeL", "gen_len")
 
     def __init__(self, cfg, tokenizer, id2label: dict[int, str]):
@@ -80,13 +84,18 @@ class Seq2Seq(Task):
         t = self.tokenizer
         end = t.eos_token_id if t.eos_token_id is not None else t.sep_token_id
         start = t.cls_token_id if self.start_from_cls else pad_token_id(t)
-        return {"decoder_start_token_id": start, "eos_token_id": end, "pad_token_id": pad_token_id(t)}
+        labels = {"decoder_start_token_id": start, "eos_token_id": end, "pad_token_id": pad_token_id(t)}
+        return labels | ({"forced_eos_token_id": end} if _forces_an_end(self.cfg.model.config) else {})
 
     @classmethod
     def trained(cls, cfg, source: str, tokenizer, kind, thorough: bool = False):
         family = cls(cfg, tokenizer, {})
         family.thorough = thorough
         return family, load_trained_model(cfg, source, kind)
+
+    @classmethod
+    def with_model_config(cls, cfg, tokenizer, config: dict):
+        return cls(cfg, tokenizer, {})
 
     @classmethod
     def card_usage(cls, folder: str) -> list[str]:
@@ -154,11 +163,13 @@ class Seq2Seq(Task):
         texts = self.generate(module, batch["input_ids"], batch["attention_mask"])
         return [(text, self.references[i]) for text, i in zip(texts, batch["example_ids"].tolist())]
 
-    def generate(self, module, input_ids, attention_mask) -> list[str]:
+    def generate(self, model, input_ids, attention_mask) -> list[str]:
+        """The texts `model` (the torch model on tensors; TorchGenerator or OnnxSeq2Seq on numpy) generates.
+        num_beams is always given, so that a model's own generation_config never switches the search."""
         s = self.section
-        beams = {"num_beams": s.num_beams, "length_penalty": s.length_penalty} if s.num_beams > 1 else {}
-        output = module.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
-                                 max_new_tokens=s.max_new_tokens, **beams)
+        beams = {"length_penalty": s.length_penalty} if s.num_beams > 1 else {}
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, do_sample=False,
+                                max_new_tokens=s.max_new_tokens, num_beams=s.num_beams, **beams)
         return [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
 
     def metrics(self, loss_sum: float, count: int, outputs: list) -> dict:
@@ -169,19 +180,22 @@ class Seq2Seq(Task):
         predicted, references = output
         return {"gold": references, "predicted": predicted}
 
+    @classmethod
+    def predict_model(cls, model, run):
+        return TorchGenerator(model, run.accelerator)
+
     def predict(self, model, examples: list[dict], run) -> list[dict]:
         """{text, generated} per example, generated in batches of similar source length, in input order."""
-        import torch
-
         encoded = self._sources([_joined(e["text"]) for e in examples])["input_ids"]
         results: list[dict | None] = [None] * len(examples)
-        with torch.no_grad(), run.accelerator.autocast():
-            for ids in length_batches([len(row) for row in encoded], run.batch_size):
-                inputs = pad_inputs({"input_ids": [encoded[i] for i in ids]}, pad_token_id(self.tokenizer))
-                inputs = {k: v.to(run.accelerator.device) for k, v in inputs.items()}
-                for i, text in zip(ids, self.generate(model, inputs["input_ids"], inputs["attention_mask"])):
-                    results[i] = {**examples[i], "generated": text}
+        for ids in length_batches([len(row) for row in encoded], run.batch_size):
+            inputs = pad_inputs({"input_ids": [encoded[i] for i in ids]}, pad_token_id(self.tokenizer), as_numpy=True)
+            for i, text in zip(ids, self.generate(model, inputs["input_ids"], inputs["attention_mask"])):
+                results[i] = {**examples[i], "generated": text}
         return results
+
+    def export_inputs(self, lines: list[str]) -> dict:
+        return pad_inputs({"input_ids": self._sources(lines)["input_ids"]}, pad_token_id(self.tokenizer))
 
 
 def decoder_inputs(labels, config):
@@ -195,6 +209,14 @@ def decoder_inputs(labels, config):
 def model_config(module):
     """The model config behind a DDP / DeepSpeed wrapper (PEFT models pass attribute reads through)."""
     return getattr(module, "module", module).config
+
+
+def _forces_an_end(config: dict | None) -> bool:
+    """A model_type whose config forces a token at the last position generation allows (BART, Marian): the one
+    its default names is of its pretrained vocabulary, not of the tokenizer trained here."""
+    from transformers import AutoConfig
+
+    return bool(config) and getattr(AutoConfig.for_model(config["model_type"]), "forced_eos_token_id", None) is not None
 
 
 def _joined(value) -> str | None:
