@@ -54,6 +54,21 @@ def test_fast_dropout_replaces_training_dropout_only():
     assert torch.equal(untouched[2], F.scaled_dot_product_attention(q, k, v))
 
 
+def test_attention_that_trains_takes_the_matmul_path_and_evaluation_the_kernel():
+    q, k, v = (torch.randn(2, 2, 5, 4) for _ in range(3))
+    trained = q.clone().requires_grad_()
+    with FastDropout():
+        out = F.scaled_dot_product_attention(trained, k, v, is_causal=True)
+        with torch.no_grad():
+            evaluated = F.scaled_dot_product_attention(trained, k, v, is_causal=True)
+    assert torch.equal(out, attention(trained, k, v, is_causal=True))  # the matmul path, bitwise
+    assert torch.equal(evaluated, F.scaled_dot_product_attention(q, k, v, is_causal=True))  # the kernel
+    out.sum().backward()
+    reference = q.clone().requires_grad_()
+    F.scaled_dot_product_attention(reference, k, v, is_causal=True).sum().backward()
+    assert torch.allclose(trained.grad, reference.grad, atol=1e-5)
+
+
 def test_a_bert_trains_under_fast_dropout_in_bf16():
     """Every dropout of a BERT (embeddings, attention probabilities, both residual branches) goes through
     the fast path: with all of them at p ~ 0 the training forward is the eval forward, and at p = 0.1
