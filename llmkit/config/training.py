@@ -251,9 +251,11 @@ class TrainSection(Section):
 
     fast_dropout: bool = True
     """On the CPU, draw dropout masks from 32-bit random integers instead of torch's `bernoulli_`
-    (element by element on CPUs without MKL's generator, e.g. AMD), and run attention with dropout
-    as matmuls in the autocast precision instead of SDPA's fp32 fallback: the same Bernoulli masks
-    (p within 1.2e-10), a quarter off a small BERT's pretraining step. No effect on GPUs."""
+    (element by element on CPUs without MKL's generator, e.g. AMD), and run training attention as
+    matmuls in the autocast precision instead of SDPA's fp32 fallback (with dropout) or its flash
+    kernel, whose backward is slow on short sequences (without): the same Bernoulli masks (p within
+    1.2e-10), a quarter off a small BERT's pretraining step, a fifth off a small BART's. No effect
+    on GPUs."""
 
     logging_steps: int = Field(10, ge=1)
     """Log training loss, learning rate and throughput every N optimizer steps."""
