@@ -88,15 +88,26 @@ def _write(run_dir: Path, folder: Path, final: Path, family, cfg, quantize: str 
 
 def _logits_graph(model, inputs: dict, family, folder: Path) -> dict:
     """One model.onnx returning the family's onnx_outputs, checked against torch on the check batch."""
-    _export(model, inputs, family, folder / MODEL_FILE)
-    return {"outputs": list(family.onnx_outputs), "input_dims": list(family.onnx_input_dims),
-            "max_abs_diff_fp32": max_difference(model, inputs, list(family.onnx_outputs), folder / MODEL_FILE)}
+    model.config.use_cache = False  # a causal LM's graph is its logits, without past key values
+    names, outputs = list(inputs), list(family.onnx_outputs)
+    module = traced(_declared_outputs, model, names, outputs)
+    dims = dict(enumerate(family.onnx_input_dims))
+    axes = {name: dims for name in names} | {name: dict(enumerate(varying))
+                                             for name, varying in family.onnx_outputs.items()}
+    trace_graph(module, inputs, outputs, axes, folder / MODEL_FILE)
+    return {"outputs": outputs, "input_dims": list(family.onnx_input_dims),
+            "max_abs_diff_fp32": graph_difference(module, inputs, folder / MODEL_FILE)}
+
+
+def _declared_outputs(model, names: list[str], outputs: list[str], *tensors):
+    result = model(**dict(zip(names, tensors)))
+    return tuple(result[name] for name in outputs)
 
 
 def _encoder_decoder_graphs(model, inputs: dict, family, folder: Path) -> dict:
     from llmkit.onnx_seq2seq import export_encoder_decoder
 
-    return {"outputs": list(family.onnx_outputs), **export_encoder_decoder(model, inputs, folder, OPSET)}
+    return {"outputs": list(family.onnx_outputs), **export_encoder_decoder(model, inputs, folder)}
 
 
 # Family.onnx_graphs -> (how its graphs are written, their files)
@@ -114,47 +125,45 @@ def merged(model):
     return model.merge_and_unload()
 
 
-def _traced(model, names: list[str], outputs: list[str]):
-    """The model as the exporter traces it: positional inputs in the order of `names`, the declared outputs out."""
+def traced(forward, model, *args):
+    """`forward(model, *args, *tensors)` as the module the exporter traces, positional tensors in, a tuple of
+    them out; in eval mode (the exporter restores the wrapper's mode onto the model after tracing)."""
     import torch
 
-    class DeclaredOutputs(torch.nn.Module):
+    class Traced(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.model = model
 
         def forward(self, *tensors):
-            result = self.model(**dict(zip(names, tensors)))
-            return tuple(result[name] for name in outputs)
+            return forward(self.model, *args, *tensors)
 
-    return DeclaredOutputs().eval()  # the exporter restores the wrapper's mode onto the model after tracing
+    return Traced().eval()
 
 
-def _export(model, inputs: dict, family, path: Path) -> None:
+def trace_graph(module, feeds: dict, outputs: list[str], axes: dict, path: Path) -> None:
+    """torch.onnx.export of `module` on `feeds` (their names are the graph's inputs), `axes` varying."""
     import torch
 
-    model.config.use_cache = False  # a causal LM's graph is its logits, without past key values
-    dims = dict(enumerate(family.onnx_input_dims))
-    axes = {name: dims for name in inputs} | {name: dict(enumerate(varying))
-                                               for name, varying in family.onnx_outputs.items()}
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the tracer's notes on shape checks it records as constants
-        torch.onnx.export(_traced(model, list(inputs), list(family.onnx_outputs)), tuple(inputs.values()),
-                          str(path), input_names=list(inputs), output_names=list(family.onnx_outputs),
+        torch.onnx.export(module, tuple(feeds.values()), str(path), input_names=list(feeds), output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
 
 
-def max_difference(model, inputs: dict, outputs: list[str], path: Path) -> float:
-    """The largest |ONNX - torch| over the outputs on `inputs`: the export is checked before it is kept."""
+def graph_difference(module, feeds: dict, path: Path) -> float:
+    """The largest |ONNX - torch| over every output of the graph at `path` on `feeds`: an export is checked
+    before it is kept."""
     import numpy as np
     import onnxruntime
     import torch
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    onnx = session.run(outputs, {k: v.numpy() for k, v in inputs.items()})
+    ours = session.run(None, {k: v.numpy() for k, v in feeds.items()})
     with torch.no_grad():
-        reference = model(**inputs)
-    return max(float(np.abs(ours - reference[name].float().numpy()).max()) for name, ours in zip(outputs, onnx))
+        reference = module(*feeds.values())
+    reference = reference if isinstance(reference, tuple) else (reference,)
+    return max(float(np.abs(a - b.float().numpy()).max()) for a, b in zip(ours, reference))
 
 
 def quantize_int8(path: Path) -> None:

@@ -15,16 +15,16 @@ twice: every graph's outputs against torch's on the check batch, and a greedy ge
 from __future__ import annotations
 
 import inspect
-import warnings
 from pathlib import Path
 
 from llmkit.errors import LlmkitError
+from llmkit.onnx_export import graph_difference, trace_graph, traced
 from llmkit.onnx_generate import DECODER, DECODER_WITH_PAST, ENCODER, OnnxSeq2Seq, check_generation, kv_names
 
 CHECK_TOKENS = 8  # the greedy generation the export is checked on
 
 
-def export_encoder_decoder(model, inputs: dict, folder: Path, opset: int) -> dict:
+def export_encoder_decoder(model, inputs: dict, folder: Path) -> dict:
     """Write the three graphs of `model` traced on `inputs` (input_ids, attention_mask) into `folder`; returns
     what onnx.json records of them."""
     import torch
@@ -33,7 +33,7 @@ def export_encoder_decoder(model, inputs: dict, folder: Path, opset: int) -> dic
     if tokens["decoder_start_token_id"] is None or tokens["eos_token_id"] is None:
         raise LlmkitError("OUTPUT_DIR: the model's generation config has no decoder_start_token_id or eos_token_id")
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    encoder, first = _wrapped(_encode, model), _wrapped(_first_step, model)
+    encoder, first = traced(_encode, model), traced(_first_step, model)
     with torch.no_grad():
         hidden = encoder(ids, mask)
         start = torch.full((ids.shape[0], 1), tokens["decoder_start_token_id"])
@@ -44,13 +44,14 @@ def export_encoder_decoder(model, inputs: dict, folder: Path, opset: int) -> dic
         ENCODER: (encoder, {"input_ids": ids, "attention_mask": mask}, ["encoder_hidden_states"]),
         DECODER: (first, {"decoder_input_ids": start, "encoder_hidden_states": hidden, "encoder_attention_mask": mask},
                   ["logits", *present, *cross]),
-        DECODER_WITH_PAST: (_wrapped(_next_step, model, layers, hidden.shape[-1]),
+        DECODER_WITH_PAST: (traced(_next_step, model, layers, hidden.shape[-1]),
                             {"decoder_input_ids": torch.full_like(start, tokens["eos_token_id"]),
                              "encoder_attention_mask": mask, **dict(zip(past + cross, first_outputs[1:]))},
                             ["logits", *present])}
     for name, (module, feeds, outputs) in graphs.items():
-        _trace(module, feeds, outputs, folder / name, opset)
-    info = {"decoder_layers": layers, "generation": tokens, "max_abs_diff_fp32": _difference(folder, graphs)}
+        trace_graph(module, feeds, outputs, {n: AXES[n.split(".")[0]] for n in [*feeds, *outputs]}, folder / name)
+    difference = max(graph_difference(module, feeds, folder / name) for name, (module, feeds, _) in graphs.items())
+    info = {"decoder_layers": layers, "generation": tokens, "max_abs_diff_fp32": difference}
     _check_generation(model, folder, info, inputs)
     return info
 
@@ -60,48 +61,6 @@ AXES = {"input_ids": {0: "batch", 1: "source"}, "attention_mask": {0: "batch", 1
         "encoder_attention_mask": {0: "batch", 1: "source"}, "encoder_hidden_states": {0: "batch", 1: "source"},
         "decoder_input_ids": {0: "batch", 1: "target"}, "logits": {0: "batch", 1: "target"},
         "past": {0: "batch", 2: "past"}, "present": {0: "batch", 2: "present"}, "cross": {0: "batch", 2: "source"}}
-
-
-def _wrapped(forward, model, *args):
-    """`forward(model, *args, *tensors)` as the module the exporter traces (in eval mode: no dropout)."""
-    import torch
-
-    class Traced(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *tensors):
-            return forward(self.model, *args, *tensors)
-
-    return Traced().eval()
-
-
-def _trace(module, feeds: dict, outputs: list[str], path: Path, opset: int) -> None:
-    import torch
-
-    axes = {name: AXES[name.split(".")[0]] for name in [*feeds, *outputs]}
-    with warnings.catch_warnings(), torch.no_grad():
-        warnings.simplefilter("ignore")  # the tracer's notes on shape checks it records as constants
-        torch.onnx.export(module, tuple(feeds.values()), str(path), input_names=list(feeds), output_names=outputs,
-                          dynamic_axes=axes, opset_version=opset, dynamo=False)
-
-
-def _difference(folder: Path, graphs: dict) -> float:
-    """The largest |ONNX - torch| over every output of the graphs on the check batch."""
-    import numpy as np
-    import onnxruntime
-    import torch
-
-    largest = 0.0
-    for name, (module, feeds, _) in graphs.items():
-        session = onnxruntime.InferenceSession(str(folder / name), providers=["CPUExecutionProvider"])
-        ours = session.run(None, {k: v.numpy() for k, v in feeds.items()})
-        with torch.no_grad():
-            reference = module(*feeds.values())
-        reference = reference if isinstance(reference, tuple) else (reference,)
-        largest = max([largest, *(float(np.abs(a - b.float().numpy()).max()) for a, b in zip(ours, reference))])
-    return largest
 
 
 def _check_generation(model, folder: Path, info: dict, inputs: dict) -> None:
