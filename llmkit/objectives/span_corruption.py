@@ -54,7 +54,7 @@ class SpanCorruption(Objective):
         return model
 
     def collate(self, rows: dict, example_ids: list[int], epoch: int) -> dict:
-        """Encoder inputs (padded) and decoder labels (padded with IGNORE_INDEX; the model shifts them right)."""
+        """Encoder inputs (padded) and decoder labels (padded with IGNORE_INDEX; the loss shifts them right)."""
         import torch
 
         from llmkit.objectives.masked_lm import example_generator
@@ -76,8 +76,11 @@ class SpanCorruption(Objective):
     def loss(self, module, batch):
         import torch.nn.functional as F
 
-        logits = module(**model_inputs(batch), labels=batch["labels"]).logits
-        loss = F.cross_entropy(logits.float().flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
+        from llmkit.objectives.seq2seq import decoder_inputs, model_config
+
+        labels = batch["labels"]  # not passed on: the model would compute a loss of its own, unused
+        logits = module(**model_inputs(batch), decoder_input_ids=decoder_inputs(labels, model_config(module))).logits
+        loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX,
                                reduction="sum")
         return loss, self.count(batch)
 
