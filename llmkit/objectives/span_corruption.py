@@ -26,6 +26,7 @@ class SpanCorruption(Objective):
     metric_names = ("loss", "perplexity", "num_predicted_tokens")
     causal = True  # the corpus is one stream with eos after each document and no [CLS], as T5 packs it
     sentinel_tokens = 100  # T5's <extra_id_0> ... <extra_id_99>: added to a trained tokenizer, required of a given one
+    generates = True  # `infer` generates with the torch model itself (encoder once, decoder token by token)
 
     def __init__(self, cfg, tokenizer, thorough: bool = False):
         super().__init__(cfg, tokenizer, thorough)
@@ -93,13 +94,6 @@ class SpanCorruption(Objective):
                 "# Each <extra_id_N> stands for a dropped span; the model writes each sentinel and its span, in order.",
                 f'inputs = tokenizer("{EXAMPLE}" + tokenizer.eos_token, add_special_tokens=False, return_tensors="pt")',
                 "print(tokenizer.decode(model.generate(**inputs, max_new_tokens=20)[0]))"]
-
-    @classmethod
-    def predictor(cls, cfg, source: str, tokenizer, run):
-        """`infer` generates with the torch model itself (encoder once, decoder token by token), not from logits."""
-        family, model = cls.trained(cfg, source, tokenizer, cls.model_kind)
-        model = family.wrap(model).to(run.accelerator.device).eval()
-        return lambda examples: family.predict(model, examples, run)
 
     def predict(self, model, examples: list[dict], run) -> list[dict]:
         """{text, generated, filled}: the decoder's output (each sentinel and its span) and the text with
