@@ -6,38 +6,37 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+import forked
 from conftest import CONFIGS, REPO, read_jsonl, run_cli
 
 # Pretraining: 44 steps per epoch. Checkpoints at 22 (mid-epoch) and 44 (an epoch boundary).
 # Fine-tuning: 63 steps per epoch. Checkpoints at 21, 42 (mid-epoch) and 63 (an epoch boundary).
+# Both on a narrower model than the tiny configs' (hidden 32): the steps cost a tenth, the code paths are the same.
+NARROW = ["model.config.hidden_size=32", "model.config.intermediate_size=64"]
 RUNS = {
     "pretrain": (CONFIGS / "tiny" / "pretrain.yaml",
-                 ["train.max_steps=60", "train.save_steps=22", "train.eval_steps=22", "train.save_total_limit=null"]),
+                 ["train.max_steps=60", "train.save_steps=22", "train.eval_steps=22", "train.save_total_limit=null",
+                  *NARROW]),
     "finetune": (CONFIGS / "tiny" / "finetune.yaml",
                  ["train.max_steps=75", "train.save_strategy=steps", "train.save_steps=21",
-                  "train.eval_strategy=steps", "train.eval_steps=21", "train.save_total_limit=null"]),
+                  "train.eval_strategy=steps", "train.eval_steps=21", "train.save_total_limit=null", *NARROW]),
 }
 COMMON = ["train.logging_steps=1"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}  # one thread: same math in every process
 
 
-def llmkit(stage: str, out: Path, *extra: str, prelude: str = "") -> subprocess.Popen:
-    """`llmkit STAGE ...` in a fresh process (optionally after some Python, e.g. a patch)."""
+def llmkit(stage: str, out: Path, *extra: str, prelude: str = "") -> forked.Run:
+    """`llmkit STAGE ...` in a process of its own (optionally after some Python, e.g. a patch)."""
     config, overrides = RUNS[stage]
-    args = [stage, str(config), f"output_dir={out}", *overrides, *COMMON, *extra]
-    code = f"{prelude}\nimport sys\nfrom llmkit.cli import main\nsys.argv = ['llmkit', *{args!r}]\nmain()"
-    return subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return forked.start([stage, str(config), f"output_dir={out}", *overrides, *COMMON, *extra], ENV, REPO, prelude)
 
 
-def finish(proc: subprocess.Popen, expect: int = 0) -> str:
+def finish(proc: forked.Run, expect: int = 0) -> str:
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == expect, output[-4000:]
     return output
@@ -71,7 +70,7 @@ def baselines(tmp_path_factory):
     return root
 
 
-def kill_after(proc: subprocess.Popen, marker: Path, sig=signal.SIGKILL) -> None:
+def kill_after(proc: forked.Run, marker: Path, sig=signal.SIGKILL) -> None:
     deadline = time.time() + 300
     while not marker.exists():
         assert proc.poll() is None, "the run ended before it could be interrupted:\n" + proc.stdout.read()[-3000:]
