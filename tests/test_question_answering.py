@@ -211,6 +211,13 @@ def trained(tmp_path_factory) -> Path:
     return out
 
 
+def test_validate_plans_the_steps_of_every_window(tmp_path):
+    """23 training questions are 45 windows of context: training takes 6 steps of 8 an epoch, and so does the plan."""
+    facts = json.loads(ok(run_cli("validate", CONFIG, f"output_dir={tmp_path}", "--json")).output)[0]["facts"]
+    assert facts["rows"].startswith("train 23 rows")
+    assert facts["steps"] == "60 (6 per epoch, 10.00 epochs)"
+
+
 def test_training_lowers_the_loss_and_scores_squad_metrics(trained):
     losses = [line["loss"] for line in read_jsonl(trained / "metrics.jsonl") if "loss" in line]
     assert losses[0] > 3.0 and sum(losses[-5:]) / 5 < 0.5 * losses[0]

@@ -125,6 +125,10 @@ class QuestionAnswering(Task):
                    for i, spans in enumerate(encoded["offset_mapping"])]
         return encoded, offsets
 
+    def training_examples(self, rows) -> int:
+        """A question trains on each window of its context."""
+        return len(self.windows(list(rows[self.data.question_column]), list(rows[self.data.context_column]))[1])
+
     def encode(self, rows):
         data = self.data
         question, context, column = data.question_column, data.context_column, data.answers_column

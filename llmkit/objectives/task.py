@@ -113,6 +113,10 @@ class Task(Family):
         """Tokenized rows, with the task's `labels` when the label column is there."""
         raise NotImplementedError
 
+    def training_examples(self, rows) -> int:
+        """How many examples an epoch over `rows` trains on (`llmkit validate`'s plan): one a row."""
+        return len(rows)
+
     def evaluation_data(self, split: str, task: str | None = None):
         rows, path, key = read_split(self.data, split, type(self), task, self.cfg.seed)
         self.evaluation_rows = check_rows(self.data, rows, type(self), self.label2id, path, key)

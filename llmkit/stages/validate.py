@@ -132,7 +132,7 @@ def _inspect_one(found: Inspection, cfg: Config, task: str | None, processes: in
     instance = family(cfg, tokenizer, id2label) if id2label is not None else None
     model = found.attempt(_planned_model, found, cfg, family, tokenizer, instance)
     if model is not None:
-        examples = _examples_per_epoch(cfg, splits["train"], family)
+        examples = _examples_per_epoch(cfg, splits["train"], instance)
         for key, line in plan_run(cfg, model, examples, processes).lines(processes, cfg).items():
             found.facts[prefix + key] = line
 
@@ -225,9 +225,12 @@ def _planned_model(found: Inspection, cfg: Config, family, tokenizer, instance):
     return model
 
 
-def _examples_per_epoch(cfg: Config, train: SplitData, family) -> int:
-    """Training rows; for a pretraining corpus, the blocks its tokens pack into."""
-    if issubclass(family, Task) or not train.lengths:
+def _examples_per_epoch(cfg: Config, train: SplitData, task: Task | None) -> int:
+    """What a task trains on (its rows, or a question's windows); for a pretraining corpus, the blocks its
+    tokens pack into."""
+    if task is not None:
+        return task.training_examples(train.rows)
+    if not train.lengths:
         return len(train.texts)
     tokens = sum(train.lengths) * len(train.texts) / len(train.lengths)  # the documents read, scaled to all
     return max(1, int(tokens // cfg.data.max_seq_length))
