@@ -31,7 +31,7 @@ _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt() parameters (malloc.h)
 def keep_freed_memory() -> None:
     """Serve every block from the heap and never trim it: no-op outside glibc. Raising the mmap threshold
     is not enough: glibc caps it at 32 MB, and a step's largest tensors are larger (BART's fp32 logits for
-    64 x 17 targets x 8,000: 35 MB, each faulted in afresh: a fifth of its step). Where the heap cannot grow
+    64 x 17 targets x 8,000: 35 MB, each faulted in afresh: about a seventh of its step). Where the heap cannot grow
     (a thread's arena, or brk refused), glibc still maps memory."""
     try:
         libc = ctypes.CDLL("libc.so.6")

@@ -1,7 +1,8 @@
 """`llmkit` runs in processes of their own that start in a fraction of a second: multiprocessing's forkserver
-imports torch, transformers and the other libraries once, and forks each run from there instead of importing them anew (~6 s
-a process, most of a kill-and-resume test). Each run is still a separate process: its own pid, signals, exit
-code, Accelerate state, seed and thread count, with stdout and stderr on one pipe, as subprocess.Popen gives."""
+imports torch, transformers and the other libraries once, and forks each run from there instead of importing
+them anew (~6 s a process, most of a kill-and-resume test). Each run is still a separate process: its own pid,
+signals, exit code, Accelerate state, seed and thread count, with stdout and stderr on one pipe, as
+subprocess.Popen gives."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 # Libraries only: llmkit is imported in each run, after its prelude, so a prelude's patch of an llmkit function
 # reaches the modules that import it by name.
@@ -40,15 +42,33 @@ class Run:
         return self.returncode
 
     def communicate(self, timeout: float | None = None) -> tuple[str, None]:
-        output = self.stdout.read()  # to the end: the run's end closes the pipe
-        self.wait(timeout)
+        """All of the run's output (the run's end closes the pipe); a run still going after `timeout` seconds
+        is killed, which ends the pipe, and TimeoutExpired raised."""
+        expired = threading.Event()
+
+        def expire() -> None:
+            expired.set()
+            self.kill()
+
+        watchdog = threading.Timer(timeout, expire) if timeout is not None else None
+        if watchdog is not None:
+            watchdog.start()
+        try:
+            output = self.stdout.read()
+            self.wait()
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+        if expired.is_set():
+            raise subprocess.TimeoutExpired(self.args, timeout, output)
         return output, None
 
     def send_signal(self, sig: int) -> None:
         os.kill(self.pid, sig)
 
     def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
+        if self.returncode is None:
+            self.send_signal(signal.SIGKILL)
 
 
 def start(argv: list[str], env: dict, cwd, prelude: str = "") -> Run:
